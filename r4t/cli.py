@@ -1,0 +1,161 @@
+"""The `r4t` command.
+
+    r4t demo                       the whole pipeline on the embedded default, then the results table
+    r4t data build NAME            one dataset (built-in, or --format/--path) into <run_dir>/NAME/data
+    r4t index build                embeddings + faiss index for every dataset in the config
+    r4t score FANOUTS.jsonl        per-term rewards of fan-outs, one JSON line each
+    r4t bench foundation           encoder, index and reward-scorer throughput
+
+Every command takes --config FILE and dotted overrides (key=value); errors in input name the file, key
+and value, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from r4t.config import DatasetSpec, PrepareConfig
+from r4t.errors import DataError, R4TError
+from r4t.jobs.common import add_config_args, config_from_args
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from r4t.jobs.data import run
+
+    out = run(config_from_args(PrepareConfig, args))
+    print(f"\n{out['table']}\n\nFinished in {out['seconds']:.0f} s; tables in {config_from_args(PrepareConfig, args).run_dir}/baselines.md")
+
+
+def _cmd_data_build(args: argparse.Namespace) -> None:
+    from r4t.data.catalogs import load_dataset
+
+    cfg = config_from_args(PrepareConfig, args)
+    spec = DatasetSpec(args.name, args.format, args.path)
+    ds = load_dataset(spec, cfg.seed)
+    out = ds.save(Path(cfg.run_dir) / spec.name / "data")
+    print(f"{spec.name}: {ds.items.num_rows} items, {ds.sets.num_rows} reference sets, "
+          f"{ds.queries.num_rows} queries -> {out}")
+
+
+def _cmd_index_build(args: argparse.Namespace) -> None:
+    from r4t.embed import TextEncoder
+    from r4t.jobs.data import prepare_all
+
+    cfg = config_from_args(PrepareConfig, args)
+    for name, cat in prepare_all(cfg, TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)).items():
+        print(f"{name}: {cat.index.manifest['count']} items, dim {cat.index.dim}, {cat.index.manifest['factory']}, "
+              f"{len(cat.index.shards)} shard(s) -> {Path(cfg.run_dir) / name / 'index'}")
+
+
+def _read_fanouts(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("query"), str):
+            raise DataError(f"{path}:{n}: needs a string field 'query'")
+        fanout = rec.get("completion", rec.get("subqueries"))
+        if not isinstance(fanout, (str, list)):
+            raise DataError(f"{path}:{n}: needs 'completion' (text) or 'subqueries' (list of strings)")
+        records.append(rec)
+    if not records:
+        raise DataError(f"{path}: no fan-outs in the file")
+    return records
+
+
+def _cmd_score(args: argparse.Namespace) -> None:
+    from r4t.catalog import prepare_catalog
+    from r4t.embed import TextEncoder
+    from r4t.rewards.scorer import RewardScorer
+
+    cfg = config_from_args(PrepareConfig, args)
+    records = _read_fanouts(Path(args.fanouts))
+    spec = next((s for s in cfg.datasets if s.name == args.dataset), None)
+    if spec is None:
+        raise DataError(f"--dataset {args.dataset!r} is not in the config's datasets "
+                        f"{[s.name for s in cfg.datasets]}")
+    encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
+    cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress=False)
+    scorer = RewardScorer(encoder, cat.index, cat.item_emb, cfg.reward)
+    scores = scorer.score([r["query"] for r in records], [r.get("completion", r.get("subqueries")) for r in records],
+                          [r.get("reference") for r in records])
+    out = open(args.out, "w") if args.out else sys.stdout
+    for i, rec in enumerate(records):
+        row = {k: (None if isinstance(v[i], float) and np.isnan(v[i]) else v[i].item() if hasattr(v[i], "item")
+                   else v[i]) for k, v in scores.items()}
+        out.write(json.dumps({"query": rec["query"], **row}) + "\n")
+    if args.out:
+        out.close()
+    means = {k: float(np.nanmean(v)) for k, v in scores.items() if k not in ("error", "malformed")
+             and np.isfinite(v.astype(float)).any()}
+    print(f"scored {len(records)} fan-outs ({int(scores['malformed'].sum())} malformed): "
+          + ", ".join(f"{k}={v:.4f}" for k, v in means.items()), file=sys.stderr)
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from r4t.bench import bench_foundation
+
+    bench_foundation(config_from_args(PrepareConfig, args), args.dataset, args.seconds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r4t", description="R4T set-valued retrieval on Ray")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on the embedded default")
+    add_config_args(p, "jobs/demo.yaml")
+    p.set_defaults(func=_cmd_demo)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
+    p = data.add_parser("build", help="build one dataset into <run_dir>/NAME/data")
+    p.add_argument("name", help="built-in dataset (polyvore, playlists) or a name for --format/--path")
+    p.add_argument("--format", default="builtin", help="builtin | r4t | maryland | polyvore_outfits | mpd | "
+                                                       "fashion_jsonl | playlists_jsonl")
+    p.add_argument("--path", default=None, help="source file or folder for non-builtin formats")
+    add_config_args(p, "jobs/data.yaml")
+    p.set_defaults(func=_cmd_data_build)
+
+    index = sub.add_parser("index", help="indexes").add_subparsers(dest="action", required=True)
+    p = index.add_parser("build", help="embed and index every dataset of the config")
+    add_config_args(p, "jobs/data.yaml")
+    p.set_defaults(func=_cmd_index_build)
+
+    p = sub.add_parser("score", help="per-term rewards of fan-outs in a JSONL file")
+    p.add_argument("fanouts", help="JSONL: {query, completion | subqueries, reference (optional item ids)}")
+    p.add_argument("--dataset", default="polyvore")
+    p.add_argument("--out", default=None, help="write scores here (default: stdout)")
+    add_config_args(p, "jobs/data.yaml")
+    p.set_defaults(func=_cmd_score)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="suite", required=True)
+    p = bench.add_parser("foundation", help="encoder sentences/s, index queries/s, scorer fan-outs/s")
+    p.add_argument("--dataset", default="playlists")
+    p.add_argument("--seconds", type=float, default=5.0, help="minimum time per measurement")
+    add_config_args(p, "jobs/data.yaml")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except R4TError as e:
+        print(f"r4t: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

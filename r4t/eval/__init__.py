@@ -1,0 +1,1 @@
+"""Evaluation: set metrics over query splits, confidence intervals, tables."""

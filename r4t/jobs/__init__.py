@@ -1,0 +1,1 @@
+"""Stage entry points: `python -m r4t.jobs.<stage> --config jobs/<stage>.yaml [key=value ...]`."""

@@ -1,0 +1,19 @@
+"""Argument handling shared by every stage entry point: --config FILE plus dotted key=value overrides."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TypeVar
+
+from r4t.config import load_config
+
+T = TypeVar("T")
+
+
+def add_config_args(parser: argparse.ArgumentParser, default_config: str | None) -> None:
+    parser.add_argument("--config", default=default_config, help=f"YAML job config (default: {default_config})")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. index.factory=IVF256,Flat")
+
+
+def config_from_args(schema: type[T], args: argparse.Namespace) -> T:
+    return load_config(schema, args.config, args.overrides)

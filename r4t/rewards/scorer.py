@@ -1,0 +1,79 @@
+"""RewardScorer: holds the encoder and the index once, scores batches of fan-outs with every term returned.
+
+Built to live inside a Ray actor: construction loads the models, `score` is a pure function of its inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from r4t.config import RewardConfig
+from r4t.embed import TextEncoder
+from r4t.errors import DataError
+from r4t.index import ItemIndex, check_manifest
+from r4t.rewards.parse import parse_fanout
+from r4t.rewards.terms import alignment, composite, diversity, groundedness, wscr_coverage
+
+TERMS = ("reward", "composite", "ground", "div", "div_raw", "align", "recall", "hit")
+
+
+class RewardScorer:
+    def __init__(self, encoder: TextEncoder, index: ItemIndex, item_emb: np.ndarray,
+                 config: RewardConfig | None = None):
+        check_manifest(index.manifest, encoder.manifest, "index manifest vs reward encoder")
+        if item_emb.shape != (len(index.item_ids), index.dim):
+            raise DataError(f"reward scorer: item embeddings {item_emb.shape} do not match the index "
+                            f"({len(index.item_ids)} items, dim {index.dim})")
+        self.encoder, self.index, self.item_emb = encoder, index, item_emb
+        self.config = config or RewardConfig()
+        self.row_of = {item_id: row for row, item_id in enumerate(index.item_ids)}
+
+    def reference_rows(self, item_ids: Sequence[str]) -> set[int]:
+        missing = [i for i in item_ids if i not in self.row_of]
+        if missing:
+            raise DataError(f"reference set names items not in the index catalog: {missing[:5]}")
+        return {self.row_of[i] for i in item_ids}
+
+    def score(self, queries: Sequence[str], completions: Sequence[str | Sequence[str]],
+              reference_sets: Sequence[Sequence[str] | None] | None = None) -> dict[str, np.ndarray]:
+        """Score B fan-outs. Returns per-term arrays [B] (NaN where not applicable), `malformed` [B] bool and
+        `error` (the parser's message or ""). `reward` is WSCR recall where a reference set is given, the
+        OAR composite otherwise, and `malformed_penalty` for a completion that does not parse."""
+        cfg, B = self.config, len(queries)
+        if len(completions) != B or (reference_sets is not None and len(reference_sets) != B):
+            raise ValueError(f"score: {B} queries, {len(completions)} completions, "
+                             f"{len(reference_sets) if reference_sets is not None else B} reference sets")
+        refs = list(reference_sets) if reference_sets is not None else [None] * B
+        parsed = [parse_fanout(c, cfg.k) for c in completions]
+        out = {name: np.full(B, np.nan) for name in TERMS}
+        out["malformed"] = np.array([not p.ok for p in parsed])
+        out["error"] = np.array([p.error or "" for p in parsed], dtype=object)
+        out["reward"][out["malformed"]] = out["composite"][out["malformed"]] = cfg.malformed_penalty
+        ok = np.flatnonzero(~out["malformed"])
+        if len(ok) == 0:
+            return out
+
+        # One encoder call and one index search for the whole batch.
+        texts = [queries[i] for i in ok] + [s for i in ok for s in parsed[i].subqueries]
+        emb = self.encoder.encode(texts)
+        q_emb, s_emb = emb[: len(ok)], emb[len(ok):].reshape(len(ok), cfg.k, -1)
+        depth = cfg.wscr_m if any(refs[i] is not None for i in ok) else 1
+        sims, rows = self.index.search(s_emb.reshape(len(ok) * cfg.k, -1), depth)
+        sims, rows = sims.reshape(len(ok), cfg.k, depth), rows.reshape(len(ok), cfg.k, depth)
+
+        ground = groundedness(sims[:, :, 0])
+        align = alignment(s_emb, q_emb)
+        div_raw, div = diversity(self.item_emb[rows[:, :, 0]])
+        comp = composite(ground, div, align, cfg.w_ground, cfg.w_div, cfg.w_align)
+        for name, values in (("ground", ground), ("align", align), ("div_raw", div_raw), ("div", div),
+                             ("composite", comp), ("reward", comp)):
+            out[name][ok] = values
+        wscr = [j for j, i in enumerate(ok) if refs[i] is not None]
+        if wscr:
+            recall, hit = wscr_coverage([rows[j, :, : cfg.wscr_m] for j in wscr],
+                                        [self.reference_rows(refs[ok[j]]) for j in wscr])
+            out["recall"][ok[wscr]] = out["reward"][ok[wscr]] = recall
+            out["hit"][ok[wscr]] = hit
+        return out

@@ -1,0 +1,50 @@
+"""Set-level reward terms (PAPER.md, DESIGN.md). Each is a pure batched function returning per-set floats.
+
+Shapes: B sets, k sub-queries (or generated rows) each, d embedding dims; all embeddings unit-norm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from r4t.rewards.vendi import normalized_vendi, vendi_score
+
+
+def groundedness(nearest_sim: np.ndarray) -> np.ndarray:
+    """r_ground = 1 - mean_i min_c ||e(q_i) - e(c)||₂.
+
+    nearest_sim: [B, k], the inner product of each row with its nearest catalog item (unit vectors, so
+    ||a - b|| = sqrt(2 - 2 cos)). → [B].
+    """
+    dist = np.sqrt(np.clip(2.0 - 2.0 * np.asarray(nearest_sim, np.float64), 0.0, None))
+    return 1.0 - dist.mean(axis=-1)
+
+
+def alignment(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """r_align = mean_i cos(e(q_i), e(q)). rows: [B, k, d], query: [B, d] → [B]."""
+    return np.einsum("bkd,bd->bk", np.asarray(rows, np.float64), np.asarray(query, np.float64)).mean(axis=-1)
+
+
+def diversity(item_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vendi of the retrieved items' embeddings [B, k, d] → (raw in [1, k], normalized in [0, 1]), each [B]."""
+    raw = vendi_score(item_emb)
+    return raw, normalized_vendi(raw, item_emb.shape[-2])
+
+
+def wscr_coverage(retrieved: list[np.ndarray], reference: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Recall@5K = |Y ∩ R(Q)| / |Y| and Hit@5K = 1[|Y ∩ R(Q)| > 0], per set. → ([B], [B]).
+
+    retrieved: per set, the catalog rows retrieved by all its sub-queries (any shape; -1 padding ignored);
+    reference: per set, the catalog rows of the reference set Y.
+    """
+    hits = np.array([len(set(np.asarray(r).ravel().tolist()) & y) for r, y in zip(retrieved, reference)], float)
+    sizes = np.array([len(y) for y in reference], float)
+    if np.any(sizes == 0):
+        raise ValueError("wscr_coverage: a reference set is empty")
+    return hits / sizes, (hits > 0).astype(float)
+
+
+def composite(ground: np.ndarray, div_norm: np.ndarray, align: np.ndarray, w_ground: float = 0.6,
+              w_div: float = 0.2, w_align: float = 0.2) -> np.ndarray:
+    """R = w_g r_ground + w_d r_div(normalized) + w_a r_align (paper: 0.6 / 0.2 / 0.2)."""
+    return w_ground * np.asarray(ground) + w_div * np.asarray(div_norm) + w_align * np.asarray(align)
