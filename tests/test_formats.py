@@ -103,9 +103,15 @@ def test_polyvore_outfits(polyvore_outfits: Path) -> None:
                        RawOutfit("s3", "", ("i3",))]
 
 
+def test_polyvore_outfits_finds_the_variant_folder(polyvore_outfits: Path) -> None:
+    # The public download keeps split files only in nondisjoint/ and disjoint/; variant=None finds them.
+    assert (read_polyvore_outfits(polyvore_outfits, splits=("train", "test"))
+            == read_polyvore_outfits(polyvore_outfits, splits=("train", "test"), variant="nondisjoint"))
+
+
 def test_polyvore_outfits_errors(polyvore_outfits: Path) -> None:
-    with pytest.raises(DataError, match=r"train\.json: file not found"):
-        read_polyvore_outfits(polyvore_outfits)  # variant=None: splits directly in the folder
+    with pytest.raises(DataError, match=r"nondisjoint/valid\.json: file not found"):
+        read_polyvore_outfits(polyvore_outfits)  # the auto-detected variant lacks valid.json
     with pytest.raises(DataError, match="variant 'both'"):
         read_polyvore_outfits(polyvore_outfits, variant="both")
     write_json(polyvore_outfits / "disjoint" / "train.json", [{"set_id": "s9", "items": [{"item_id": "i9"}]}])

@@ -138,8 +138,12 @@ def read_maryland_polyvore(path: PathArg) -> Fashion:
 def read_polyvore_outfits(folder: PathArg, splits: tuple[str, ...] = ("train", "valid", "test"),
                           variant: str | None = None) -> Fashion:
     """Polyvore Outfits (Vasileva et al. 2018): the items of the outfits in {split}.json, directly in
-    folder (variant=None) or in its disjoint/ or nondisjoint/ subfolder, with the folder's metadata and titles."""
+    folder or in its disjoint/ or nondisjoint/ subfolder (variant=None: the folder itself if it holds the split
+    files, else nondisjoint/, else disjoint/), with the folder's metadata and titles."""
     folder = Path(folder)
+    if variant is None and not (folder / f"{splits[0]}.json").is_file():
+        # The public download keeps the split files only in nondisjoint/ and disjoint/.
+        variant = next((v for v in ("nondisjoint", "disjoint") if (folder / v).is_dir()), None)
     if variant not in POLYVORE_VARIANTS:
         raise DataError(f"polyvore_outfits: variant {variant!r} is not one of {list(POLYVORE_VARIANTS)}")
     meta_path, titles_path = folder / "polyvore_item_metadata.json", folder / "polyvore_outfit_titles.json"

@@ -53,7 +53,7 @@ def evaluate_baselines(cat: PreparedCatalog, encoder: TextEncoder, cfg: Baseline
         for task, q in emb.items():
             if len(q) == 0:
                 continue
-            ground = groundedness(cat.index.search(q, 1)[0])
+            ground = groundedness(q[:, None], cat.item_emb[cat.index.search(q, 1)[1]])
             rows = _method_sets(method, cat, q, K, 1, cfg)
             retrieved = list(_method_sets(method, cat, q, m * K, m, cfg)) if task == "wscr" else None
             per_task[task] = returned_set_metrics(q, rows, cat.item_emb, codes, ground, reward, retrieved,

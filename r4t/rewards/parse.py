@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_LIST_MARKER = re.compile(r"^(?:\d{1,2}[.)]|[-*•])\s+")
+_LIST_MARKER = re.compile(r"^(?:\d{1,2}[.)]|[-*•])(?:\s+|$)")
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,19 @@ class RewardScorer:
             raise DataError(f"reference set names items not in the index catalog: {missing[:5]}")
         return {self.row_of[i] for i in item_ids}
 
+    def _encode_unique(self, texts: list[str]) -> np.ndarray:
+        """Encode each distinct text once: a GRPO group repeats its query G times, collapsed fan-outs repeat lines."""
+        unique = list(dict.fromkeys(texts))
+        emb = self.encoder.encode(unique)
+        pos = {t: i for i, t in enumerate(unique)}
+        return emb[[pos[t] for t in texts]]
+
     def score(self, queries: Sequence[str], completions: Sequence[str | Sequence[str]],
               reference_sets: Sequence[Sequence[str] | None] | None = None) -> dict[str, np.ndarray]:
         """Score B fan-outs. Returns per-term arrays [B] (NaN where not applicable), `malformed` [B] bool and
         `error` (the parser's message or ""). `reward` is WSCR recall where a reference set is given, the
-        OAR composite otherwise, and `malformed_penalty` for a completion that does not parse."""
+        OAR composite otherwise, and `malformed_penalty` for a completion that does not parse (whose terms,
+        composite included, are NaN)."""
         cfg, B = self.config, len(queries)
         if len(completions) != B or (reference_sets is not None and len(reference_sets) != B):
             raise ValueError(f"score: {B} queries, {len(completions)} completions, "
@@ -50,22 +58,22 @@ class RewardScorer:
         out = {name: np.full(B, np.nan) for name in TERMS}
         out["malformed"] = np.array([not p.ok for p in parsed])
         out["error"] = np.array([p.error or "" for p in parsed], dtype=object)
-        out["reward"][out["malformed"]] = out["composite"][out["malformed"]] = cfg.malformed_penalty
+        out["reward"][out["malformed"]] = cfg.malformed_penalty
         ok = np.flatnonzero(~out["malformed"])
         if len(ok) == 0:
             return out
 
         # One encoder call and one index search for the whole batch.
         texts = [queries[i] for i in ok] + [s for i in ok for s in parsed[i].subqueries]
-        emb = self.encoder.encode(texts)
+        emb = self._encode_unique(texts)
         q_emb, s_emb = emb[: len(ok)], emb[len(ok):].reshape(len(ok), cfg.k, -1)
         depth = cfg.wscr_m if any(refs[i] is not None for i in ok) else 1
-        sims, rows = self.index.search(s_emb.reshape(len(ok) * cfg.k, -1), depth)
-        sims, rows = sims.reshape(len(ok), cfg.k, depth), rows.reshape(len(ok), cfg.k, depth)
+        rows = self.index.search(s_emb.reshape(len(ok) * cfg.k, -1), depth)[1].reshape(len(ok), cfg.k, depth)
 
-        ground = groundedness(sims[:, :, 0])
+        top1 = self.item_emb[rows[:, :, 0]]
+        ground = groundedness(s_emb, top1)
         align = alignment(s_emb, q_emb)
-        div_raw, div = diversity(self.item_emb[rows[:, :, 0]])
+        div_raw, div = diversity(top1)
         comp = composite(ground, div, align, cfg.w_ground, cfg.w_div, cfg.w_align)
         for name, values in (("ground", ground), ("align", align), ("div_raw", div_raw), ("div", div),
                              ("composite", comp), ("reward", comp)):

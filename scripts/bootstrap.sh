@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Create .venv and install r4t with its test tools. Idempotent: a second run installs nothing new.
+# torch goes first, pinned to the CPU build this machine serves from disk; the package itself only asks
+# for torch>=2.4, so a GPU cluster keeps its own CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet "torch==2.13.0"
+.venv/bin/python -m pip install --quiet -e ".[dev]"
