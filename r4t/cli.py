@@ -148,7 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # parse_known_args: argparse cannot place overrides that follow an option after a positional argument
+    # (`r4t score F.jsonl --dataset x reward.k=3`), so leftovers of the key=value form join the overrides.
+    args, extra = parser.parse_known_args(argv)
+    bad = [a for a in extra if a.startswith("-") or "=" not in a]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.overrides = list(getattr(args, "overrides", [])) + extra
     try:
         args.func(args)
     except R4TError as e:

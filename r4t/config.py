@@ -46,6 +46,8 @@ class IndexConfig:
     gpu: str = "auto"  # auto | on | off
 
     def __post_init__(self) -> None:
+        # YAML reads a bare on/off as a boolean, which OmegaConf hands this str field as "True"/"False".
+        self.gpu = {"true": "on", "false": "off"}.get(str(self.gpu).lower(), self.gpu)
         _require(self.nprobe > 0, "index.nprobe", self.nprobe, "must be positive")
         _require(self.ef_search > 0, "index.ef_search", self.ef_search, "must be positive")
         _require(self.shards > 0, "index.shards", self.shards, "must be positive")

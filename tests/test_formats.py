@@ -251,7 +251,6 @@ def test_load_source_unknown_format(tmp_path: Path) -> None:
 
 
 def test_load_source_fashion(tmp_path: Path) -> None:
-    pytest.importorskip("r4t.data.fashion")
     write_json(tmp_path / "train_no_dup.json", [
         {"name": "Beach day", "set_id": "5", "views": 1, "likes": 1, "items": [
             maryland_item(1, "striped tee", 11), maryland_item(2, "denim shorts", 27),
@@ -265,7 +264,6 @@ def test_load_source_fashion(tmp_path: Path) -> None:
 
 
 def test_load_source_music(tmp_path: Path) -> None:
-    pytest.importorskip("r4t.data.music")
     tracks = [(pos, f"Artist {pos}", f"Song {pos}") for pos in range(6)]
     write_json(tmp_path / "mpd.slice.0-999.json", {"info": {}, "playlists": [mpd_playlist(3, "Gym mix", tracks)]})
     ds = load_source("mpd", str(tmp_path / "mpd.slice.0-999.json"))

@@ -12,7 +12,7 @@ from r4t.data.schema import (
     QUERIES_SCHEMA, SETS_SCHEMA, catalog_hash, read_parquet, validate_catalog, validate_queries, validate_sets, write_parquet,
 )
 from r4t.errors import DataError
-from r4t.io import read_json, write_json
+from r4t.io import read_json, sha256_file, write_json
 
 ITEMS_FILE, SETS_FILE, QUERIES_FILE, INFO_FILE = "items.parquet", "sets.parquet", "queries.parquet", "dataset.json"
 
@@ -54,6 +54,7 @@ class Dataset:
         write_json(folder / INFO_FILE, {
             "name": self.name, "catalog_hash": self.catalog_hash, "items": self.items.num_rows,
             "sets": self.sets.num_rows, "queries": self.queries.num_rows,
+            "files": {f: sha256_file(folder / f) for f in (ITEMS_FILE, SETS_FILE, QUERIES_FILE)},
         })
         return folder
 
@@ -63,7 +64,14 @@ class Dataset:
         if not folder.is_dir():
             raise DataError(f"{folder}: dataset folder not found")
         info_path = folder / INFO_FILE
-        name = read_json(info_path)["name"] if info_path.is_file() else folder.name
+        info = read_json(info_path) if info_path.is_file() else {}
+        # dataset.json is written last with the hashes of the tables: a save that died half-way (new items,
+        # old sets) no longer matches it. A folder a user wrote by hand has no dataset.json at all.
+        for file, digest in info.get("files", {}).items():
+            if not (folder / file).is_file() or sha256_file(folder / file) != digest:
+                raise DataError(f"{folder / file}: missing or does not match {info_path} (an interrupted save?); "
+                                f"rebuild the dataset")
+        name = info.get("name", folder.name)
         ds = cls(name=name, items=read_parquet(folder / ITEMS_FILE),
                  sets=read_parquet(folder / SETS_FILE) if (folder / SETS_FILE).is_file() else SETS_SCHEMA.empty_table(),
                  queries=read_parquet(folder / QUERIES_FILE) if (folder / QUERIES_FILE).is_file() else QUERIES_SCHEMA.empty_table())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from r4t.errors import DataError
 from r4t.index import ItemIndex
 
 
@@ -17,6 +18,7 @@ def category_diverse(index: ItemIndex, query_emb: np.ndarray, category_codes: np
     """Greedy by similarity over the `candidates` nearest items, at most `per_category` items per category;
     if the candidates run out of categories, the set is filled with the next most similar items.
     → rows [B, n]."""
+    n = min(n, len(index.item_ids))
     rows = index.search(query_emb, max(candidates, n))[1]
     out = np.empty((len(rows), n), dtype=np.int64)
     for b, cand in enumerate(rows):
@@ -33,5 +35,8 @@ def category_diverse(index: ItemIndex, query_emb: np.ndarray, category_codes: np
         if len(picked) < n:
             chosen = set(picked)
             picked += [r for r in cand if r not in chosen][: n - len(picked)]
+        if len(picked) < n:
+            raise DataError(f"category-diverse baseline: the index returned only {len(picked)} candidates for "
+                            f"a set of {n}; raise index.nprobe / index.ef_search or eval.candidates")
         out[b] = picked
     return out

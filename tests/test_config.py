@@ -1,0 +1,215 @@
+"""Config loading: schema defaults ← YAML file ← dotted overrides, and errors that name file, key and value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from r4t.config import (
+    BaselineEvalConfig, DatasetSpec, EmbedConfig, IndexConfig, PrepareConfig, RewardConfig, load_config, to_dict,
+)
+from r4t.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+JOBS = REPO / "jobs"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- defaults
+
+
+def test_defaults_load() -> None:
+    cfg = load_config(PrepareConfig)
+    assert isinstance(cfg, PrepareConfig)
+    assert cfg == PrepareConfig()
+    assert cfg.run_dir == "runs/demo" and cfg.seed == 0
+    assert [(d.name, d.format, d.path) for d in cfg.datasets] == [("polyvore", "builtin", None),
+                                                                  ("playlists", "builtin", None)]
+    assert all(isinstance(d, DatasetSpec) for d in cfg.datasets)
+    assert isinstance(cfg.embed, EmbedConfig) and cfg.embed.model == "minilm"
+    assert isinstance(cfg.index, IndexConfig) and cfg.index.factory == "Flat" and cfg.index.nprobe == 16
+    assert isinstance(cfg.reward, RewardConfig) and cfg.reward.k == 10
+    assert isinstance(cfg.eval, BaselineEvalConfig) and cfg.eval.split == "test"
+
+
+@pytest.mark.parametrize("name", ["data.yaml", "demo.yaml"])
+def test_job_files_load(name: str) -> None:
+    cfg = load_config(PrepareConfig, JOBS / name)
+    assert isinstance(cfg, PrepareConfig)
+    assert [d.name for d in cfg.datasets] == ["polyvore", "playlists"]
+    assert all(isinstance(d, DatasetSpec) and d.format == "builtin" for d in cfg.datasets)
+    assert cfg.index.factory == "Flat"
+    assert cfg.index.gpu in ("auto", "on", "off")
+    assert cfg.reward.k >= 2
+    # A config can be dumped as plain data (manifests, baselines.json).
+    d = to_dict(cfg)
+    assert d["index"]["factory"] == "Flat"
+    assert d["datasets"][0] == {"name": "polyvore", "format": "builtin", "path": None}
+
+
+def test_yaml_values_override_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path / "job.yaml", "run_dir: /somewhere\nindex:\n  nprobe: 3\nreward:\n  k: 4\n")
+    cfg = load_config(PrepareConfig, path)
+    assert cfg.run_dir == "/somewhere"
+    assert cfg.index.nprobe == 3 and cfg.index.factory == "Flat"  # untouched keys keep their defaults
+    assert cfg.reward.k == 4 and cfg.reward.wscr_m == 5
+
+
+# ---------------------------------------------------------------------------------------------------- overrides
+
+
+def test_override_factory_with_comma() -> None:
+    cfg = load_config(PrepareConfig, JOBS / "data.yaml", ["index.factory=IVF256,Flat"])
+    assert cfg.index.factory == "IVF256,Flat"
+    assert cfg.index.nprobe == 16
+
+
+def test_override_int() -> None:
+    cfg = load_config(PrepareConfig, JOBS / "data.yaml", ["reward.k=12"])
+    assert cfg.reward.k == 12 and isinstance(cfg.reward.k, int)
+
+
+def test_override_beats_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path / "job.yaml", "reward:\n  k: 4\n")
+    assert load_config(PrepareConfig, path, ["reward.k=7"]).reward.k == 7
+
+
+def test_override_dataset_list() -> None:
+    cfg = load_config(PrepareConfig, JOBS / "data.yaml", ["datasets=[{name: x, format: r4t, path: /p}]"])
+    assert len(cfg.datasets) == 1  # the list is replaced, not extended
+    ds = cfg.datasets[0]
+    assert isinstance(ds, DatasetSpec)
+    assert (ds.name, ds.format, ds.path) == ("x", "r4t", "/p")
+
+
+def test_several_overrides_apply_in_order() -> None:
+    cfg = load_config(PrepareConfig, None, ["index.shards=2", "index.shards=3", "eval.split=val", "seed=7"])
+    assert cfg.index.shards == 3 and cfg.eval.split == "val" and cfg.seed == 7
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+
+
+def test_unknown_key_in_yaml_names_file_and_key(tmp_path: Path) -> None:
+    path = write(tmp_path / "typo.yaml", "index:\n  factroy: Flat\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(PrepareConfig, path)
+    msg = str(e.value)
+    assert str(path) in msg
+    assert "factroy" in msg
+
+
+def test_unknown_top_level_key_in_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path / "typo.yaml", "bogus_section: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(PrepareConfig, path)
+    assert str(path) in str(e.value) and "bogus_section" in str(e.value)
+
+
+def test_unknown_key_in_override() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(PrepareConfig, None, ["index.bogus=1"])
+    assert "index.bogus" in str(e.value)
+    assert "command line" in str(e.value)
+
+
+def test_wrong_type_override_names_key_and_value() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(PrepareConfig, JOBS / "data.yaml", ["index.nprobe=abc"])
+    msg = str(e.value)
+    assert "index.nprobe" in msg and "abc" in msg
+
+
+def test_wrong_type_in_yaml_names_file_key_and_value(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.yaml", "index:\n  nprobe: abc\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(PrepareConfig, path)
+    msg = str(e.value)
+    assert str(path) in msg and "index.nprobe" in msg and "abc" in msg
+
+
+@pytest.mark.parametrize("override, key, value", [
+    ("index.gpu=maybe", "index.gpu", "maybe"),
+    ("reward.k=1", "reward.k", "1"),
+    ("eval.split=dev", "eval.split", "dev"),
+    ("index.nprobe=0", "index.nprobe", "0"),
+    ("index.shards=-1", "index.shards", "-1"),
+    ("embed.batch_size=0", "embed.batch_size", "0"),
+    ("reward.w_div=-0.5", "reward.w_div", "-0.5"),
+    ("eval.k=1", "eval.k", "1"),
+])
+def test_out_of_range_override_named(override: str, key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(PrepareConfig, None, [override])
+    msg = str(e.value)
+    assert key in msg and value in msg
+    assert "command line" in msg
+
+
+def test_out_of_range_in_yaml_names_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "range.yaml", "eval:\n  split: dev\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(PrepareConfig, path)
+    msg = str(e.value)
+    assert str(path) in msg and "eval.split" in msg and "dev" in msg
+
+
+def test_bad_dataset_specs_named() -> None:
+    with pytest.raises(ConfigError, match="needs a path"):
+        load_config(PrepareConfig, None, ["datasets=[{name: x, format: r4t}]"])
+    with pytest.raises(ConfigError, match="nope"):
+        load_config(PrepareConfig, None, ["datasets=[{name: nope, format: builtin}]"])
+    with pytest.raises(ConfigError, match="zip"):
+        load_config(PrepareConfig, None, ["datasets=[{name: x, format: zip, path: /p}]"])
+
+
+def test_override_without_equals() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(PrepareConfig, None, ["index.factory"])
+    assert "index.factory" in str(e.value) and "key=value" in str(e.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as e:
+        load_config(PrepareConfig, path)
+    assert str(path) in str(e.value) and "not found" in str(e.value)
+
+
+def test_invalid_yaml_syntax_names_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "broken.yaml", "index: [\n  factory: Flat\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(PrepareConfig, path)
+    assert str(path) in str(e.value)
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path / "list.yaml", "- 1\n- 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(PrepareConfig, path)
+    assert str(path) in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------------- index.gpu
+
+
+@pytest.mark.parametrize("value", ["auto", "on", "off"])
+def test_gpu_values_from_command_line(value: str) -> None:
+    # The documented values, written as a user would (unquoted). YAML 1.1 reads bare on/off as booleans; the
+    # config must still end up with the documented string, not reject it as 'True'/'False'.
+    assert load_config(PrepareConfig, None, [f"index.gpu={value}"]).index.gpu == value
+
+
+@pytest.mark.parametrize("value", ["auto", "on", "off"])
+def test_gpu_values_from_yaml(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path / "gpu.yaml", f"index:\n  gpu: {value}\n")
+    assert load_config(PrepareConfig, path).index.gpu == value
+
+
+def test_gpu_quoted_values() -> None:
+    assert load_config(PrepareConfig, None, ["index.gpu='off'"]).index.gpu == "off"
