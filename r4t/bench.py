@@ -50,7 +50,7 @@ def bench_foundation(cfg: PrepareConfig, dataset: str, min_seconds: float) -> di
     scorer = RewardScorer(encoder, cat.index, cat.item_emb, cfg.reward)
 
     results = {
-        "encoder sentences/s (batch 256)": rate(lambda: len(encoder.encode(sample)), min_seconds),
+        f"encoder sentences/s (batch {cfg.embed.batch_size})": rate(lambda: len(encoder.encode(sample)), min_seconds),
         f"index queries/s, {cfg.index.factory}, batch {len(q_emb)}, k={k}":
             rate(lambda: len(cat.index.search(q_emb, k)[1]), min_seconds),
         f"index queries/s, {cfg.index.factory}, batch 1, k={k}":

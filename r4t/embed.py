@@ -41,7 +41,7 @@ def weights_hash(folder: Path) -> str:
 class TextEncoder:
     """Encodes texts into L2-normalized float32 vectors of size `dim`."""
 
-    def __init__(self, model: str = DEFAULT_ENCODER, device: str = "cpu", batch_size: int = 256):
+    def __init__(self, model: str = DEFAULT_ENCODER, device: str = "cpu", batch_size: int = 32):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
