@@ -7,6 +7,7 @@ against its manifest), so a killed run resumes where it stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ class PreparedCatalog:
     item_emb: np.ndarray  # [N, d] float32, row i = dataset.items row i = index row i
     index: ItemIndex
 
-    @property
+    @cached_property
     def category_codes(self) -> np.ndarray:
         """[N] int codes of the items' `category` column (coarse group or primary artist)."""
         return np.asarray(self.dataset.items.column("category").dictionary_encode().combine_chunks().indices)
