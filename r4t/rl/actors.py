@@ -1,0 +1,123 @@
+"""The three roles of the RL loop, as plain classes that the driver runs as Ray actors.
+
+RolloutWorker generates with the latest weights; RewardWorker holds a RewardScorer and scores whole batches;
+Learner owns the trainable policy, its optimizer and (for grpo_kl) the frozen reference. Each method is small
+and named for what it does (`generate`, `score`, `update`, `state_dict`, `save`), and returns plain data.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from r4t.config import RewardConfig, RLSettings
+from r4t.policy.backend import Rollout, SamplingSettings, make_backend
+from r4t.policy.model import load_policy, pack, save_policy, token_logprobs
+from r4t.rl.checkpoint import load_optimizer, save_optimizer
+from r4t.rl.losses import get_loss
+
+
+class RolloutWorker:
+    def __init__(self, backend: str, model_path: str, device: str = "cpu", torch_threads: int = 1):
+        torch.set_num_threads(torch_threads)
+        self.backend = make_backend(backend, model_path, device)
+
+    def generate(self, prompts: list[str], settings: SamplingSettings) -> tuple[list[Rollout], float]:
+        start = time.perf_counter()
+        rollouts = self.backend.generate(prompts, settings)
+        return rollouts, time.perf_counter() - start
+
+    def set_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.backend.set_weights(state_dict)
+
+
+class RewardWorker:
+    def __init__(self, scorer_factory, torch_threads: int = 1):
+        """scorer_factory: a picklable callable building the RewardScorer inside this process (models load
+        here, once, not in the driver)."""
+        torch.set_num_threads(torch_threads)
+        self.scorer = scorer_factory()
+
+    def score(self, queries: list[str], completions: list[str],
+              reference_sets: list[list[str] | None] | None) -> tuple[dict[str, np.ndarray], float]:
+        start = time.perf_counter()
+        out = self.scorer.score(queries, completions, reference_sets)
+        return out, time.perf_counter() - start
+
+
+class Learner:
+    def __init__(self, model_path: str, settings: RLSettings, device: str = "cpu", torch_threads: int = 1,
+                 optimizer_from: str | None = None):
+        torch.set_num_threads(torch_threads)
+        self.settings = settings
+        self.model, self.tokenizer = load_policy(model_path, device)
+        self.loss_fn = get_loss(settings.loss)
+        self.reference = None
+        if settings.loss == "grpo_kl":  # the frozen initial policy that the k3 term anchors to
+            self.reference, _ = load_policy(model_path, device)
+            self.reference.requires_grad_(False).eval()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.lr,
+                                           weight_decay=settings.weight_decay)
+        if optimizer_from:
+            load_optimizer(self.optimizer, optimizer_from)
+
+    def _loss_settings(self, batch) -> dict:
+        s = self.settings
+        if s.loss == "grpo_kl":
+            with torch.no_grad():
+                logp_ref, _ = token_logprobs(self.reference, batch, s.temperature)
+            return {"clip_eps": s.clip_eps, "kl_beta": s.kl_beta, "aggregation": s.aggregation, "logp_ref": logp_ref}
+        return {"clip_eps": s.clip_eps, "beta1": s.beta1, "beta2": s.beta2, "aggregation": s.aggregation}
+
+    def update(self, rollouts: list[Rollout], advantages: np.ndarray) -> dict[str, float]:
+        """`updates_per_batch` optimizer steps over contiguous minibatches of the rollouts (whole groups)."""
+        s, start = self.settings, time.perf_counter()
+        self.model.train()
+        stats: dict[str, list[float]] = {}
+        size = len(rollouts) // s.updates_per_batch
+        for lo in range(0, size * s.updates_per_batch, size):
+            part = rollouts[lo:lo + size]
+            batch = pack([r.prompt_ids for r in part], [r.completion_ids for r in part],
+                         self.tokenizer.pad_token_id, [r.logprobs for r in part])
+            mask = batch.completion_mask.to(self.model.device)
+            logp, entropy = token_logprobs(self.model, batch, s.temperature, with_entropy=True)
+            adv = torch.as_tensor(advantages[lo:lo + size], dtype=torch.float32, device=mask.device)
+            loss, loss_stats = self.loss_fn(logp, batch.logp_old.to(mask.device), adv, mask,
+                                            **self._loss_settings(batch))
+            self.optimizer.zero_grad()
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
+            self.optimizer.step()
+            tokens = mask.sum().clamp(min=1)
+            for key, value in {**loss_stats, "loss": loss.item(), "grad_norm": grad_norm.item(),
+                               "entropy": ((entropy.detach() * mask).sum() / tokens).item()}.items():
+                stats.setdefault(key, []).append(float(value))
+        self.model.eval()
+        out = {key: float(np.mean(v)) for key, v in stats.items()}
+        out["learner_seconds"] = time.perf_counter() - start
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+    def save(self, folder: str, info: dict) -> str:
+        """A Hugging Face folder (safetensors + tokenizer) with the optimizer state, for an exact resume."""
+        save_policy(self.model, self.tokenizer, folder, info, lambda tmp: save_optimizer(self.optimizer, tmp))
+        return folder
+
+    def optimizer_state(self) -> dict:
+        return self.optimizer.state_dict()
+
+
+def scorer_factory(run_dir: str, spec, embed_cfg, index_cfg, reward_cfg: RewardConfig, seed: int):
+    """A picklable recipe for a RewardScorer over a prepared catalog (the driver prepared it already)."""
+    def build():
+        from r4t.catalog import prepare_catalog
+        from r4t.embed import TextEncoder
+        from r4t.rewards.scorer import RewardScorer
+        encoder = TextEncoder(embed_cfg.model, embed_cfg.device, embed_cfg.batch_size)
+        cat = prepare_catalog(spec, run_dir, encoder, index_cfg, seed, progress=False)
+        return RewardScorer(encoder, cat.index, cat.item_emb, reward_cfg)
+    return build

@@ -1,0 +1,165 @@
+"""The RL driver: a thin loop over Ray actors.
+
+    for each step:
+        rollout workers generate G samples for each prompt of the step, a chunk of prompts per call;
+        as each chunk arrives, a reward worker scores it (while the next chunk is being generated);
+        group-normalized advantages; the learner updates; the new weights go to every rollout worker.
+
+Every remote call has a timeout; a timeout or a dead actor becomes an R4TError naming the actor and the step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from r4t.config import RLConfig, to_dict
+from r4t.errors import ConfigError, R4TError
+from r4t.policy.backend import Rollout, SamplingSettings
+from r4t.policy.prompt import build_prompt
+from r4t.rl.actors import Learner, RewardWorker, RolloutWorker, scorer_factory
+from r4t.rl.advantages import get_advantage
+from r4t.rl.checkpoint import checkpoint_dir, latest_checkpoint
+from r4t.rl.losses import get_loss
+from r4t.rl.metrics import MetricsLog, reward_stats
+
+
+@dataclass
+class PromptPool:
+    queries: list[str]
+    references: list[list[str] | None]  # a reference set per query for the WSCR task, else None
+
+    def step_indices(self, step: int, count: int, seed: int) -> list[int]:
+        """Epoch-wise shuffled order, a pure function of (seed, step): a resumed run sees the same prompts."""
+        n, out = len(self.queries), []
+        for i in range(step * count, (step + 1) * count):
+            epoch = i // n
+            out.append(int(np.random.default_rng([seed, epoch]).permutation(n)[i % n]))
+        return out
+
+
+def check_config(cfg: RLConfig) -> None:
+    """Names that config validation cannot know (the registries live here): fail before any actor starts."""
+    for key, lookup, name in (("rl.loss", get_loss, cfg.rl.loss), ("rl.advantage", get_advantage, cfg.rl.advantage)):
+        try:
+            lookup(name)
+        except ConfigError as e:
+            raise ConfigError(f"{key}={name!r}: {e}") from None
+
+
+def _call(refs, what: str, step: int, timeout: float):
+    try:
+        return ray.get(refs, timeout=timeout)
+    except GetTimeoutError:
+        raise R4TError(f"RL step {step}: {what} did not answer within {timeout:.0f} s (rl.timeout_s)") from None
+    except RayActorError as e:
+        raise R4TError(f"RL step {step}: {what} died: {str(e).splitlines()[0]}") from None
+    except RayTaskError as e:
+        raise R4TError(f"RL step {step}: {what} failed: {e.cause!r}") from None
+
+
+class RLTrainer:
+    def __init__(self, cfg: RLConfig, spec, pool: PromptPool, init_path: Path, out_dir: Path):
+        check_config(cfg)
+        self.cfg, self.spec, self.pool, self.out_dir = cfg, spec, pool, out_dir
+        w, s = cfg.workers, cfg.rl
+        resume_from = latest_checkpoint(out_dir) if cfg.resume else None
+        self.start_step = 0
+        model_path = str(init_path)
+        if resume_from is not None:
+            from r4t.policy.model import read_info
+            self.start_step, model_path = read_info(resume_from)["step"], str(resume_from)
+        self.init_path, self.parent = str(init_path), model_path
+        self.learner = ray.remote(Learner).options(num_cpus=w.learner_cpus, num_gpus=w.learner_gpus).remote(
+            model_path, s, cfg.policy.device, w.learner_threads, str(resume_from) if resume_from else None)
+        self.rollout = [ray.remote(RolloutWorker).options(num_cpus=w.rollout_cpus, num_gpus=w.rollout_gpus).remote(
+            cfg.policy.backend, model_path, cfg.policy.device, w.torch_threads) for _ in range(w.rollout)]
+        factory = scorer_factory(cfg.run_dir, spec, cfg.embed, cfg.index, cfg.reward, cfg.seed)
+        self.reward = [ray.remote(RewardWorker).options(num_cpus=w.reward_cpus).remote(factory, w.torch_threads)
+                       for _ in range(w.reward)]
+        self.advantage = get_advantage(s.advantage)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.log = MetricsLog(out_dir / "metrics.jsonl", self.start_step)
+
+    def _rollouts_and_scores(self, step: int, idx: list[int]) -> tuple[list[Rollout], dict[str, np.ndarray], dict]:
+        """Generate chunk by chunk; score each chunk as soon as it arrives, so scoring overlaps generation."""
+        s, cfg, timeout = self.cfg.rl, self.cfg, self.cfg.rl.timeout_s
+        chunks = [idx[i:i + s.chunk_prompts] for i in range(0, len(idx), s.chunk_prompts)]
+        pending = {}
+        for c, chunk in enumerate(chunks):
+            worker = c % len(self.rollout)
+            settings = SamplingSettings(n=s.group_size, temperature=s.temperature, top_p=s.top_p,
+                                        max_new_tokens=cfg.policy.max_new_tokens,
+                                        seed=int(np.random.default_rng([cfg.seed, step, c]).integers(2**31)))
+            prompts = [build_prompt(self.pool.queries[i], cfg.policy.template, cfg.reward.k) for i in chunk]
+            pending[self.rollout[worker].generate.remote(prompts, settings)] = (c, f"rollout worker {worker}")
+        generated, scoring, gen_seconds = {}, {}, 0.0
+        deadline = time.monotonic() + timeout
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not done:
+                names = sorted({pending[r][1] for r in pending})
+                raise R4TError(f"RL step {step}: {', '.join(names)} did not answer within {timeout:.0f} s")
+            c, name = pending.pop(done[0])
+            rollouts, seconds = _call(done[0], name, step, timeout)
+            gen_seconds += seconds
+            generated[c] = rollouts
+            queries = [self.pool.queries[chunks[c][r.prompt_index]] for r in rollouts]
+            refs = [self.pool.references[chunks[c][r.prompt_index]] for r in rollouts]
+            w = c % len(self.reward)
+            scoring[c] = (self.reward[w].score.remote(queries, [r.text for r in rollouts],
+                                                      None if refs[0] is None else refs), f"reward worker {w}")
+        rollouts, parts, score_seconds = [], [], 0.0
+        for c in range(len(chunks)):
+            ref, name = scoring[c]
+            out, seconds = _call(ref, name, step, timeout)
+            score_seconds += seconds
+            rollouts += generated[c]
+            parts.append(out)
+        scores = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        tokens = sum(len(r.completion_ids) for r in rollouts)
+        timing = {"gen_tokens": tokens, "gen_tokens_per_s": tokens / max(gen_seconds, 1e-9),
+                  "scored_fanouts_per_s": len(rollouts) / max(score_seconds, 1e-9),
+                  "truncated_frac": float(np.mean([r.truncated for r in rollouts]))}
+        return rollouts, scores, timing
+
+    def _save(self, step: int, stats: dict, final: bool = False) -> Path:
+        folder = checkpoint_dir(self.out_dir, step)
+        info = {"step": step, "kind": "rl", "final": final, "parent": self.init_path, "reward": stats,
+                "config": to_dict(self.cfg), "dataset": self.spec.name}
+        _call(self.learner.save.remote(str(folder), info), "learner", step, self.cfg.rl.timeout_s)
+        return folder
+
+    def train(self, progress: bool = True) -> Path:
+        s, tags = self.cfg.rl, {"dataset": self.spec.name, "run": self.cfg.name}
+        stats: dict = {}
+        for step in range(self.start_step, s.steps):
+            t0 = time.perf_counter()
+            idx = self.pool.step_indices(step, s.prompts_per_step, self.cfg.seed)
+            rollouts, scores, timing = self._rollouts_and_scores(step, idx)
+            advantages = self.advantage(np.asarray(scores["reward"], float), s.group_size)
+            learner = _call(self.learner.update.remote(rollouts, advantages), "learner", step, s.timeout_s)
+            weights = self.learner.state_dict.remote()
+            _call([w.set_weights.remote(weights) for w in self.rollout], "rollout workers (set_weights)", step,
+                  s.timeout_s)
+            stats = {"step": step + 1, **reward_stats(scores), **learner, **timing,
+                     "step_seconds": time.perf_counter() - t0}
+            self.log.write(stats, tags)
+            if progress:
+                print(f"[rl {self.spec.name}/{self.cfg.name}] step {step + 1}/{s.steps} "
+                      f"reward {stats.get('reward_mean', float('nan')):.3f} "
+                      f"malformed {stats['malformed_frac']:.2f} kl {learner['kl_reverse']:.4f} "
+                      f"{timing['gen_tokens_per_s']:.0f} tok/s {stats['step_seconds']:.1f} s", flush=True)
+            if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.steps:
+                self._save(step + 1, stats, final=step + 1 == s.steps)
+        return latest_checkpoint(self.out_dir)
+
+    def shutdown(self) -> None:
+        """Free the actors' CPUs for the next dataset or stage."""
+        for actor in [self.learner, *self.rollout, *self.reward]:
+            ray.kill(actor)
