@@ -1,6 +1,6 @@
 """The `r4t` command.
 
-    r4t demo                       the whole pipeline on the embedded default, then the results table
+    r4t demo                       the whole pipeline on the embedded default (data → index → RL), then the tables
     r4t data build NAME            one dataset (built-in, or --format/--path) into <run_dir>/NAME/data
     r4t index build                embeddings + faiss index for every dataset in the config
     r4t score FANOUTS.jsonl        per-term rewards of fan-outs, one JSON line each
@@ -19,16 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
-from r4t.config import DatasetSpec, PrepareConfig
+from r4t.config import DatasetSpec, DemoConfig, PrepareConfig
 from r4t.errors import DataError, R4TError
 from r4t.jobs.common import add_config_args, config_from_args
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from r4t.jobs.data import run
+    from r4t.jobs import data, rl
 
-    out = run(config_from_args(PrepareConfig, args))
-    print(f"\n{out['table']}\n\nFinished in {out['seconds']:.0f} s; tables in {config_from_args(PrepareConfig, args).run_dir}/baselines.md")
+    cfg = config_from_args(DemoConfig, args)
+    baselines = data.run(cfg.prepare_config())
+    policies = rl.run(cfg.rl_config())
+    print(f"\n{baselines['table']}\n\n{policies['table']}\n\nFinished in "
+          f"{baselines['seconds'] + policies['seconds']:.0f} s; tables in {cfg.run_dir}/baselines.md and "
+          f"{cfg.run_dir}/<dataset>/{cfg.rl_config().name}/eval.md")
 
 
 def _cmd_data_build(args: argparse.Namespace) -> None:
@@ -92,12 +96,12 @@ def _cmd_score(args: argparse.Namespace) -> None:
                           [r.get("reference") for r in records])
     out = open(args.out, "w") if args.out else sys.stdout
     for i, rec in enumerate(records):
-        row = {k: (None if isinstance(v[i], float) and np.isnan(v[i]) else v[i].item() if hasattr(v[i], "item")
+        row = {k: (None if isinstance(v[i], float) and np.isnan(v[i]) else v[i].tolist() if hasattr(v[i], "tolist")
                    else v[i]) for k, v in scores.items()}
         out.write(json.dumps({"query": rec["query"], **row}) + "\n")
     if args.out:
         out.close()
-    means = {k: float(np.nanmean(v)) for k, v in scores.items() if k not in ("error", "malformed")
+    means = {k: float(np.nanmean(v)) for k, v in scores.items() if k not in ("error", "malformed", "top1")
              and np.isfinite(v.astype(float)).any()}
     print(f"scored {len(records)} fan-outs ({int(scores['malformed'].sum())} malformed): "
           + ", ".join(f"{k}={v:.4f}" for k, v in means.items()), file=sys.stderr)

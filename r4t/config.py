@@ -99,8 +99,8 @@ class BaselineEvalConfig:
 
 
 @dataclass
-class PrepareConfig:
-    """Data → embeddings → index → baseline table (jobs/data.yaml, the first stage of the demo)."""
+class RunConfig:
+    """What every stage shares: where artifacts go, the datasets, the encoder, the index, the reward."""
 
     run_dir: str = "runs/demo"
     seed: int = 0
@@ -109,7 +109,162 @@ class PrepareConfig:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+
+    def shared(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(RunConfig)}
+
+
+@dataclass
+class PrepareConfig(RunConfig):
+    """Data → embeddings → index → baseline table (jobs/data.yaml, the first stage of the demo)."""
+
     eval: BaselineEvalConfig = field(default_factory=BaselineEvalConfig)
+
+
+@dataclass
+class BootstrapConfig:
+    """The tiny policy built here when no checkpoint is given (policy.init=bootstrap)."""
+
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    max_positions: int = 512
+    sft_epochs: int = 10
+    sft_lr: float = 3e-3
+    sft_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
+                     "max_positions", "sft_epochs", "sft_batch_size"):
+            _require(getattr(self, name) > 0, f"policy.bootstrap.{name}", getattr(self, name), "must be positive")
+        _require(self.hidden_size % self.num_heads == 0, "policy.bootstrap.hidden_size", self.hidden_size,
+                 f"must be a multiple of num_heads={self.num_heads}")
+        _require(self.num_heads % self.num_kv_heads == 0, "policy.bootstrap.num_kv_heads", self.num_kv_heads,
+                 f"must divide num_heads={self.num_heads}")
+        _require(self.sft_lr > 0, "policy.bootstrap.sft_lr", self.sft_lr, "must be positive")
+
+
+@dataclass
+class PolicyConfig:
+    init: str = "bootstrap"  # "bootstrap" (tiny LM built and warm-started here) or a Hugging Face model folder
+    backend: str = "transformers"  # transformers | vllm
+    device: str = "cpu"
+    template: str = "query: {query}\nsub-queries:\n"  # str.format pattern with {query} (and {k})
+    max_new_tokens: int = 192
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.backend in ("transformers", "vllm"), "policy.backend", self.backend,
+                 "must be transformers or vllm")
+        _require("{query}" in self.template, "policy.template", self.template, "must contain {query}")
+        _require(self.max_new_tokens > 0, "policy.max_new_tokens", self.max_new_tokens, "must be positive")
+
+
+@dataclass
+class RLSettings:
+    task: str = "oar"  # oar: composite reward on OAR queries | wscr: coverage of the training reference sets
+    steps: int = 60
+    prompts_per_step: int = 8
+    group_size: int = 8  # G samples per prompt
+    chunk_prompts: int = 4  # prompts per rollout call: scoring one chunk overlaps generating the next
+    temperature: float = 1.0
+    top_p: float = 1.0
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    advantage: str = "grpo"  # grpo (std-normalized) | grpo_no_std
+    loss: str = "soft_grpo"  # soft_grpo | grpo_kl (k3 reverse KL to the frozen initial policy)
+    clip_eps: float = 0.2  # <= 0: unclipped ratio
+    beta1: float = 0.05  # Soft-GRPO: importance-weighted reverse KL to the sampling policy
+    beta2: float = 0.05  # Soft-GRPO: forward KL to the sampling policy (-log pi_theta)
+    kl_beta: float = 0.05  # grpo_kl: weight of the k3 KL to the reference
+    aggregation: str = "sequence"  # sequence (mean per completion, then over completions) | token
+    updates_per_batch: int = 1  # optimizer steps per rollout batch (minibatches); > 1 makes the ratio matter
+    checkpoint_every: int = 20
+    timeout_s: float = 900.0  # every remote call; a stuck actor becomes an error naming it and the step
+
+    def __post_init__(self) -> None:
+        _require(self.task in ("oar", "wscr"), "rl.task", self.task, "must be oar or wscr")
+        for name in ("steps", "prompts_per_step", "chunk_prompts", "updates_per_batch", "checkpoint_every"):
+            _require(getattr(self, name) > 0, f"rl.{name}", getattr(self, name), "must be positive")
+        _require(self.group_size >= 2, "rl.group_size", self.group_size, "must be at least 2 (group-normalized)")
+        _require(self.prompts_per_step % self.updates_per_batch == 0, "rl.updates_per_batch",
+                 self.updates_per_batch, f"must divide prompts_per_step={self.prompts_per_step}")
+        _require(self.temperature > 0, "rl.temperature", self.temperature, "must be positive")
+        _require(0 < self.top_p <= 1, "rl.top_p", self.top_p, "must be in (0, 1]")
+        _require(self.lr > 0, "rl.lr", self.lr, "must be positive")
+        _require(self.aggregation in ("token", "sequence"), "rl.aggregation", self.aggregation,
+                 "must be token or sequence")
+        for name in ("beta1", "beta2", "kl_beta", "weight_decay"):
+            _require(getattr(self, name) >= 0, f"rl.{name}", getattr(self, name), "must be non-negative")
+        _require(self.timeout_s > 0, "rl.timeout_s", self.timeout_s, "must be positive")
+
+
+@dataclass
+class WorkersConfig:
+    """Ray actors of the RL loop. CPUs are Ray's logical resources; torch_threads caps each actor's threads."""
+
+    rollout: int = 1
+    reward: int = 1
+    rollout_cpus: float = 1.0
+    reward_cpus: float = 1.0
+    learner_cpus: float = 0.0  # the learner runs while rollout workers wait for it
+    rollout_gpus: float = 0.0
+    learner_gpus: float = 0.0
+    torch_threads: int = 1  # per rollout and reward worker
+    learner_threads: int = 2  # the learner computes while the others wait, so it may use every core
+
+    def __post_init__(self) -> None:
+        for name in ("rollout", "reward", "torch_threads", "learner_threads"):
+            _require(getattr(self, name) >= 1, f"workers.{name}", getattr(self, name), "must be at least 1")
+        for name in ("rollout_cpus", "reward_cpus", "learner_cpus", "rollout_gpus", "learner_gpus"):
+            _require(getattr(self, name) >= 0, f"workers.{name}", getattr(self, name), "must be non-negative")
+
+
+@dataclass
+class PolicyEvalConfig:
+    split: str = "test"
+    max_queries: int = 0  # 0 = all
+    samples: int = 1  # fan-outs per query, each scored
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.split in ("train", "val", "test"), "eval.split", self.split, "must be train, val or test")
+        _require(self.samples >= 1, "eval.samples", self.samples, "must be at least 1")
+        _require(self.temperature >= 0, "eval.temperature", self.temperature, "must be >= 0 (0 = greedy)")
+
+
+@dataclass
+class RLConfig(RunConfig):
+    """Stage 1 (jobs/rl.yaml): bootstrap or load a policy, then Soft-GRPO on Ray actors, per dataset."""
+
+    name: str = "rl"  # output folder under <run_dir>/<dataset>/, so ablations sit side by side
+    resume: bool = True  # continue from the last checkpoint of this run when there is one
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    rl: RLSettings = field(default_factory=RLSettings)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    eval: PolicyEvalConfig = field(default_factory=PolicyEvalConfig)
+
+
+@dataclass
+class DemoConfig(RunConfig):
+    """The embedded default (jobs/demo.yaml): every stage in one file, sized for a 2-core machine."""
+
+    eval: BaselineEvalConfig = field(default_factory=BaselineEvalConfig)  # the baseline table
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    rl: RLSettings = field(default_factory=RLSettings)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    rl_eval: PolicyEvalConfig = field(default_factory=PolicyEvalConfig)
+
+    def prepare_config(self) -> PrepareConfig:
+        return PrepareConfig(**self.shared(), eval=self.eval)
+
+    def rl_config(self) -> RLConfig:
+        return RLConfig(**self.shared(), policy=self.policy, rl=self.rl, workers=self.workers, eval=self.rl_eval)
 
 
 T = TypeVar("T")

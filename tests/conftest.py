@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,3 +96,74 @@ def tiny_catalog(encoder) -> TinyCatalog:
     emb = encoder.encode(texts)
     index = ItemIndex.build(emb, ids, "Flat", embed_manifest={**encoder.manifest, "catalog_hash": "test"})
     return TinyCatalog(texts, ids, categories, emb, index)
+
+
+@pytest.fixture(scope="session")
+def tiny_source(tmp_path_factory: pytest.TempPathFactory, tiny_catalog) -> Path:
+    """A ~40-item r4t dataset folder: reference sets in train and test, OAR and WSCR queries in both splits."""
+    texts, cats = tiny_catalog.texts, tiny_catalog.categories
+    items = [{"item_id": f"i{r}", "text": t, "category": c} for r, (t, c) in enumerate(zip(texts, cats))]
+    by_cat: dict[str, list[str]] = {}
+    for row in items:
+        by_cat.setdefault(row["category"], []).append(row["item_id"])
+    cat_names = sorted(by_cat)
+
+    def outfit(j: int) -> list[str]:
+        return [by_cat[c][(j + n) % len(by_cat[c])] for n, c in enumerate(cat_names)][:4]
+
+    titles = [("beach day", "test"), ("evening out", "test"), ("winter walk", "train"), ("office look", "train"),
+              ("garden party", "val")]
+    sets = [{"set_id": f"s{j}", "query": t, "item_ids": outfit(j), "split": split}
+            for j, (t, split) in enumerate(titles)]
+    queries = [{"query_id": f"w{j}", "text": s["query"], "split": s["split"], "task": "wscr", "set_id": s["set_id"]}
+               for j, s in enumerate(sets)]
+    queries += [{"query_id": f"o{j}", "text": text, "split": split, "task": "oar", "set_id": None}
+                for j, (text, split) in enumerate([("an outfit for a summer wedding", "test"),
+                                                   ("what to wear on a hike", "test"),
+                                                   ("accessories for a night out", "test"),
+                                                   ("a cozy weekend look", "train")])]
+    import pyarrow as pa
+
+    from r4t.data.dataset import Dataset
+    from r4t.data.schema import CATALOG_SCHEMA, QUERIES_SCHEMA, SETS_SCHEMA
+
+    ds = Dataset("tiny", pa.Table.from_pylist(items, schema=CATALOG_SCHEMA),
+                 pa.Table.from_pylist(sets, schema=SETS_SCHEMA), pa.Table.from_pylist(queries, schema=QUERIES_SCHEMA))
+    return ds.save(tmp_path_factory.mktemp("tiny_source"))
+
+
+TINY_K = 3  # sub-queries per fan-out in the tiny RL problems: short completions, fast tests
+# Overrides that shrink the RL stage of a job config to the tiny problem (seconds, not minutes).
+TINY_RL_OVERRIDES = ["policy.bootstrap.vocab_size=400", "policy.bootstrap.hidden_size=64",
+                     "policy.bootstrap.intermediate_size=128", "policy.bootstrap.num_layers=2",
+                     "policy.bootstrap.num_heads=2", "policy.bootstrap.num_kv_heads=1",
+                     "policy.bootstrap.sft_epochs=10",
+                     "policy.max_new_tokens=48", f"reward.k={TINY_K}", "rl.steps=2", "rl.prompts_per_step=2",
+                     "rl.group_size=2", "rl.chunk_prompts=1"]
+TINY_QUERIES = ["beach vacation outfit", "winter office look", "summer wedding guest", "night out accessories",
+                "rainy day walk", "garden party dress", "weekend hiking trip", "black tie evening"]
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory: pytest.TempPathFactory, tiny_catalog, encoder) -> Path:
+    """A tiny Qwen3-architecture policy, bootstrapped (tokenizer + short SFT) on the tiny catalog with k=3.
+    The warm start is deliberately short, so many of its completions are malformed: room for RL to improve."""
+    from r4t.config import BootstrapConfig
+    from r4t.policy.bootstrap import bootstrap_policy
+    from r4t.policy.prompt import DEFAULT_TEMPLATE
+
+    cfg = BootstrapConfig(vocab_size=400, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
+                          num_kv_heads=1, max_positions=128, sft_epochs=40, sft_lr=3e-3, sft_batch_size=4)
+    return bootstrap_policy(tmp_path_factory.mktemp("policy") / "warm_start", tiny_catalog.texts, TINY_QUERIES,
+                            encoder.encode(TINY_QUERIES), tiny_catalog.index, cfg, DEFAULT_TEMPLATE, TINY_K,
+                            seed=0, provenance={})
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session (jobs call ray.init only when Ray is not running yet)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
+from conftest import TINY_RL_OVERRIDES
 from r4t.cli import main
 from r4t.data.dataset import INFO_FILE, ITEMS_FILE, QUERIES_FILE, SETS_FILE, Dataset
-from r4t.data.schema import CATALOG_SCHEMA, QUERIES_SCHEMA, SETS_SCHEMA
 from r4t.embed import EMBEDDINGS_FILE, EMBEDDINGS_MANIFEST
 from r4t.eval.baselines import METHODS
 from r4t.index import MANIFEST_FILE, ItemIndex
@@ -23,35 +22,6 @@ DEMO_YAML = str(REPO / "jobs" / "demo.yaml")
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def tiny_source(tmp_path_factory: pytest.TempPathFactory, tiny_catalog) -> Path:
-    """A ~40-item r4t dataset folder: reference sets in train and test, OAR and WSCR queries in both splits."""
-    texts, cats = tiny_catalog.texts, tiny_catalog.categories
-    items = [{"item_id": f"i{r}", "text": t, "category": c} for r, (t, c) in enumerate(zip(texts, cats))]
-    by_cat: dict[str, list[str]] = {}
-    for row in items:
-        by_cat.setdefault(row["category"], []).append(row["item_id"])
-    cat_names = sorted(by_cat)
-
-    def outfit(j: int) -> list[str]:
-        return [by_cat[c][(j + n) % len(by_cat[c])] for n, c in enumerate(cat_names)][:4]
-
-    titles = [("beach day", "test"), ("evening out", "test"), ("winter walk", "train"), ("office look", "train"),
-              ("garden party", "val")]
-    sets = [{"set_id": f"s{j}", "query": t, "item_ids": outfit(j), "split": split}
-            for j, (t, split) in enumerate(titles)]
-    queries = [{"query_id": f"w{j}", "text": s["query"], "split": s["split"], "task": "wscr", "set_id": s["set_id"]}
-               for j, s in enumerate(sets)]
-    queries += [{"query_id": f"o{j}", "text": text, "split": split, "task": "oar", "set_id": None}
-                for j, (text, split) in enumerate([("an outfit for a summer wedding", "test"),
-                                                   ("what to wear on a hike", "test"),
-                                                   ("accessories for a night out", "test"),
-                                                   ("a cozy weekend look", "train")])]
-    ds = Dataset("tiny", pa.Table.from_pylist(items, schema=CATALOG_SCHEMA),
-                 pa.Table.from_pylist(sets, schema=SETS_SCHEMA), pa.Table.from_pylist(queries, schema=QUERIES_SCHEMA))
-    return ds.save(tmp_path_factory.mktemp("tiny_source"))
 
 
 def overrides(run_dir: Path, source: Path, *extra: str) -> list[str]:
@@ -204,12 +174,14 @@ def test_score_to_stdout(prepared_run: Path, tiny_source: Path, tmp_path: Path, 
 # ------------------------------------------------------------------------------------------------ demo
 
 
-def test_demo(tmp_path: Path, tiny_source: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
-    argv = ["demo", "--config", DEMO_YAML, *overrides(tmp_path, tiny_source, "eval.k=4")]
+def test_demo(ray_local, tmp_path: Path, tiny_source: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    argv = ["demo", "--config", DEMO_YAML, *overrides(tmp_path, tiny_source, "eval.k=4", *TINY_RL_OVERRIDES)]
     capsys.readouterr()
     assert main(argv) == 0
     stdout = capsys.readouterr().out
-    table_lines = [line for line in stdout.splitlines() if line.startswith("| tiny |")]
+    assert "| tiny | warm start |" in stdout and "| tiny | RL (rl) |" in stdout  # the RL stage's table
+    table_lines = [line for line in stdout.splitlines() if line.startswith("| tiny |") and "RL" not in line
+                   and "warm start" not in line]
     assert len(table_lines) == len(METHODS) == 2
     for method, line in zip(METHODS, table_lines):
         assert line.startswith(f"| tiny | {method} |")
@@ -236,12 +208,12 @@ def test_demo(tmp_path: Path, tiny_source: Path, capsys: pytest.CaptureFixture, 
     assert read_json(tmp_path / "baselines.json")["results"] == results["results"]
 
 
-def test_demo_catalog_smaller_than_wscr_depth(tmp_path: Path, tiny_source: Path,
+def test_demo_catalog_smaller_than_wscr_depth(ray_local, tmp_path: Path, tiny_source: Path,
                                               capsys: pytest.CaptureFixture) -> None:
     """Default eval.k=10 with wscr_m=5 asks the WSCR baselines for 50 items of a 40-item catalog: the demo must
     clip (as the no-fan-out baseline does) or fail with a clear input error, never crash."""
     capsys.readouterr()
-    rc = main(["demo", "--config", DEMO_YAML, *overrides(tmp_path, tiny_source)])
+    rc = main(["demo", "--config", DEMO_YAML, *overrides(tmp_path, tiny_source, *TINY_RL_OVERRIDES)])
     err = capsys.readouterr().err
     assert rc == 0 or (rc == 2 and "r4t: error:" in err)
 

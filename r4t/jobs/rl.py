@@ -1,0 +1,123 @@
+"""Stage 1: the fan-out LM. Warm-start (bootstrap) or load a policy, train it with Soft-GRPO on Ray actors,
+then evaluate the warm start and the RL policy on held-out queries.
+
+    python -m r4t.jobs.rl --config jobs/rl.yaml [key=value ...]
+
+Works locally (starts a local Ray when none is running) and under `ray job submit` (joins the job's cluster).
+Writes under <run_dir>/<dataset>/: policy/warm_start/ (shared by every RL run), <name>/checkpoints/step-*/,
+<name>/metrics.jsonl, <name>/eval.json and eval.md. Rerunning resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import ray
+
+from r4t.catalog import PreparedCatalog, prepare_catalog
+from r4t.config import RLConfig, to_dict
+from r4t.embed import TextEncoder
+from r4t.io import atomic_path, read_json, write_json
+from r4t.jobs.common import add_config_args, config_from_args
+from r4t.policy.bootstrap import bootstrap_policy
+from r4t.policy.model import INFO_FILE
+from r4t.rewards.scorer import RewardScorer
+from r4t.rl.evaluate import evaluate_policy
+from r4t.rl.trainer import PromptPool, RLTrainer, check_config
+
+COLUMNS = (("reward", "oar", "reward"), ("composite", "oar", "composite"), ("ground", "oar", "ground"),
+           ("div", "oar", "div"), ("Vendi", "oar", "div_raw"), ("align", "oar", "align"),
+           ("malformed", "oar", "malformed"), ("cat. share", "oar", "category_share"),
+           ("Recall@5K", "wscr", "recall"), ("Hit@5K", "wscr", "hit"))
+
+
+def warm_start(cfg: RLConfig, cat: PreparedCatalog, encoder: TextEncoder, root: Path) -> Path:
+    """The policy RL starts from: a given checkpoint folder, or the tiny LM bootstrapped once per dataset."""
+    if cfg.policy.init != "bootstrap":
+        return Path(cfg.policy.init)
+    folder = root / "policy" / "warm_start"
+    provenance = {"dataset": cat.name, "catalog_hash": cat.dataset.catalog_hash, "template": cfg.policy.template,
+                  "k": cfg.reward.k, "bootstrap": to_dict(cfg.policy.bootstrap), "seed": cfg.seed}
+    if (folder / INFO_FILE).is_file() and all(read_json(folder / INFO_FILE).get(k) == v
+                                                for k, v in provenance.items()):
+        return folder
+    train = [q for q, s in zip(cat.dataset.queries.column("text").to_pylist(),
+                               cat.dataset.queries.column("split").to_pylist()) if s == "train"]
+    train = list(dict.fromkeys(train))
+    return bootstrap_policy(folder, cat.texts, train, encoder.encode(train), cat.index, cfg.policy.bootstrap,
+                            cfg.policy.template, cfg.reward.k, cfg.seed, provenance)
+
+
+def prompt_pool(cat: PreparedCatalog, task: str) -> PromptPool:
+    table = cat.queries(task, "train")
+    refs = cat.dataset.reference_sets()
+    queries = table.column("text").to_pylist()
+    return PromptPool(queries, [refs[s] for s in table.column("set_id").to_pylist()] if task == "wscr"
+                      else [None] * len(queries))
+
+
+def format_table(results: dict[str, dict[str, dict]]) -> str:
+    """results: {dataset: {policy: evaluation}} → one Markdown table, mean [95% interval]."""
+    lines = ["| dataset | policy | " + " | ".join(c for c, _, _ in COLUMNS) + " |",
+             "|---|---|" + "---|" * len(COLUMNS)]
+    for dataset, policies in results.items():
+        for policy, ev in policies.items():
+            cells = []
+            for _, task, metric in COLUMNS:
+                m = ev.get(task, {}).get(metric)
+                cells.append("-" if m is None else f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]")
+            lines.append(f"| {dataset} | {policy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ensure_ray() -> None:
+    """Join the cluster of `ray job submit` (RAY_ADDRESS) or a running one; otherwise start a local Ray."""
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False, include_dashboard=None)
+
+
+def run(cfg: RLConfig, progress: bool = True) -> dict:
+    start = time.perf_counter()
+    check_config(cfg)
+    ensure_ray()
+    encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
+    results, seconds = {}, {}
+    for spec in cfg.datasets:
+        t0 = time.perf_counter()
+        cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress)
+        root = Path(cfg.run_dir) / spec.name
+        init = warm_start(cfg, cat, encoder, root)
+        out = root / cfg.name
+        write_json(out / "config.json", to_dict(cfg))
+        trainer = RLTrainer(cfg, spec, prompt_pool(cat, cfg.rl.task), init, out)
+        final = trainer.train(progress)
+        trainer.shutdown()
+        seconds[spec.name] = time.perf_counter() - t0
+        scorer = RewardScorer(encoder, cat.index, cat.item_emb, cfg.reward)
+        results[spec.name] = {
+            label: evaluate_policy(str(path), cat, scorer, cfg.eval, cfg.reward, cfg.policy.template,
+                                   cfg.policy.max_new_tokens, cfg.seed)
+            for label, path in (("warm start", init), (f"RL ({cfg.name})", final))}
+        write_json(out / "eval.json", {"policies": {"warm start": str(init), "rl": str(final)},
+                                       "eval": to_dict(cfg.eval), "results": results[spec.name]})
+        with atomic_path(out / "eval.md") as tmp:
+            tmp.write_text(f"# {spec.name}: {cfg.name} ({cfg.eval.split} split)\n\n"
+                           f"{format_table({spec.name: results[spec.name]})}\n")
+    return {"results": results, "table": format_table(results), "seconds": time.perf_counter() - start,
+            "dataset_seconds": seconds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m r4t.jobs.rl", description=__doc__.splitlines()[0])
+    add_config_args(parser, "jobs/rl.yaml")
+    out = run(config_from_args(RLConfig, parser.parse_args(argv)))
+    print(out["table"])
+    print(f"RL stage finished in {out['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
