@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from r4t.config import (
-    BaselineEvalConfig, DatasetSpec, EmbedConfig, IndexConfig, PrepareConfig, RewardConfig, load_config, to_dict,
+    BaselineEvalConfig, DatasetSpec, DemoConfig, EmbedConfig, IndexConfig, PrepareConfig, RewardConfig, RLConfig,
+    load_config, to_dict,
 )
 from r4t.errors import ConfigError
 
@@ -37,10 +38,11 @@ def test_defaults_load() -> None:
     assert isinstance(cfg.eval, BaselineEvalConfig) and cfg.eval.split == "test"
 
 
-@pytest.mark.parametrize("name", ["data.yaml", "demo.yaml"])
-def test_job_files_load(name: str) -> None:
-    cfg = load_config(PrepareConfig, JOBS / name)
-    assert isinstance(cfg, PrepareConfig)
+@pytest.mark.parametrize("name, schema", [("data.yaml", PrepareConfig), ("demo.yaml", DemoConfig),
+                                          ("rl.yaml", RLConfig)])
+def test_job_files_load(name: str, schema: type) -> None:
+    cfg = load_config(schema, JOBS / name)
+    assert isinstance(cfg, schema)
     assert [d.name for d in cfg.datasets] == ["polyvore", "playlists"]
     assert all(isinstance(d, DatasetSpec) and d.format == "builtin" for d in cfg.datasets)
     assert cfg.index.factory == "Flat"

@@ -117,3 +117,19 @@ def test_load_optimizer_refuses_a_folder_without_state(tmp_path: Path, tiny_poli
 def test_load_policy_refuses_a_non_model_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="config.json"):
         load_policy(tmp_path)
+
+
+def test_grpo_kl_reference_is_the_initial_policy_even_when_resuming(tmp_path: Path, tiny_policy: Path) -> None:
+    """A resumed grpo_kl learner loads its weights from the checkpoint but keeps the run's initial policy as
+    the frozen reference of the k3 term."""
+    learner = Learner(str(tiny_policy), RLSettings(lr=1e-2))
+    backend = TransformersBackend(str(tiny_policy))
+    rollouts = backend.generate([build_prompt(TINY_QUERIES[0], k=TINY_K)], SamplingSettings(n=4, max_new_tokens=48))
+    learner.update(rollouts, get_advantage("grpo")(np.array([0.0, 1.0, 0.0, 1.0]), 4))
+    learner.save(str(tmp_path / "step-000001"), {"step": 1})
+    resumed = Learner(str(tmp_path / "step-000001"), RLSettings(loss="grpo_kl"), reference_path=str(tiny_policy))
+    initial = load_file(str(tiny_policy / "model.safetensors"))
+    reference = {k: v for k, v in resumed.reference.state_dict().items()}
+    assert all(torch.equal(initial[k], reference[k]) for k in initial)
+    assert any(not torch.equal(initial[k], resumed.state_dict()[k]) for k in initial)
+    assert not any(p.requires_grad for p in resumed.reference.parameters())

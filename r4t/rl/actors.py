@@ -49,14 +49,15 @@ class RewardWorker:
 
 class Learner:
     def __init__(self, model_path: str, settings: RLSettings, device: str = "cpu", torch_threads: int = 1,
-                 optimizer_from: str | None = None):
+                 optimizer_from: str | None = None, reference_path: str | None = None):
+        """reference_path: the frozen policy of grpo_kl (the run's initial policy, also when resuming)."""
         torch.set_num_threads(torch_threads)
         self.settings = settings
         self.model, self.tokenizer = load_policy(model_path, device)
         self.loss_fn = get_loss(settings.loss)
         self.reference = None
         if settings.loss == "grpo_kl":  # the frozen initial policy that the k3 term anchors to
-            self.reference, _ = load_policy(model_path, device)
+            self.reference, _ = load_policy(reference_path or model_path, device)
             self.reference.requires_grad_(False).eval()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.lr,
                                            weight_decay=settings.weight_decay)

@@ -21,6 +21,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from r4t.config import RLConfig, to_dict
 from r4t.errors import ConfigError, R4TError
 from r4t.policy.backend import Rollout, SamplingSettings
+from r4t.policy.model import read_info
 from r4t.policy.prompt import build_prompt
 from r4t.rl.actors import Learner, RewardWorker, RolloutWorker, scorer_factory
 from r4t.rl.advantages import get_advantage
@@ -69,14 +70,13 @@ class RLTrainer:
         self.cfg, self.spec, self.pool, self.out_dir = cfg, spec, pool, out_dir
         w, s = cfg.workers, cfg.rl
         resume_from = latest_checkpoint(out_dir) if cfg.resume else None
-        self.start_step = 0
-        model_path = str(init_path)
+        self.start_step, model_path = 0, str(init_path)
         if resume_from is not None:
-            from r4t.policy.model import read_info
             self.start_step, model_path = read_info(resume_from)["step"], str(resume_from)
-        self.init_path, self.parent = str(init_path), model_path
+        self.init_path = str(init_path)
         self.learner = ray.remote(Learner).options(num_cpus=w.learner_cpus, num_gpus=w.learner_gpus).remote(
-            model_path, s, cfg.policy.device, w.learner_threads, str(resume_from) if resume_from else None)
+            model_path, s, cfg.policy.device, w.learner_threads, str(resume_from) if resume_from else None,
+            str(init_path))
         self.rollout = [ray.remote(RolloutWorker).options(num_cpus=w.rollout_cpus, num_gpus=w.rollout_gpus).remote(
             cfg.policy.backend, model_path, cfg.policy.device, w.torch_threads) for _ in range(w.rollout)]
         factory = scorer_factory(cfg.run_dir, spec, cfg.embed, cfg.index, cfg.reward, cfg.seed)
