@@ -29,7 +29,8 @@ def _new_index(factory: str, dim: int, train: np.ndarray) -> faiss.Index:
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:
-        raise DataError(f"index.factory: {factory!r} is not a valid faiss factory string ({str(e).splitlines()[0]})") from None
+        reason = str(e).splitlines()[0]
+        raise DataError(f"index.factory: {factory!r} is not a valid faiss factory string ({reason})") from None
     if not index.is_trained:
         index.train(train)
     return index
@@ -63,7 +64,8 @@ class ItemIndex:
         if embeddings.ndim != 2 or embeddings.shape[0] != len(item_ids):
             raise DataError(f"index build: {embeddings.shape} embeddings for {len(item_ids)} item ids")
         if not np.isfinite(embeddings).all():
-            raise DataError(f"index build: embeddings contain NaN/inf at row {int(np.flatnonzero(~np.isfinite(embeddings).all(1))[0])}")
+            row = int(np.flatnonzero(~np.isfinite(embeddings).all(1))[0])
+            raise DataError(f"index build: embeddings contain NaN/inf at row {row}")
         if not 1 <= shards <= len(item_ids):
             raise DataError(f"index.shards: {shards} must be between 1 and the item count {len(item_ids)}")
         # Every shard shares one trained quantizer state: train once on a sample of the whole catalog.

@@ -3,9 +3,9 @@
     python scripts/rl_report.py runs/evidence
 
 Reads <run_dir>/<dataset>/<run>/eval.json and metrics.jsonl as written by `python -m r4t.jobs.rl`. The
-composite column is recomputed with the default weights (0.6 ground + 0.2 div + 0.2 align) from the term
-means, so ablations trained with other weights compare on one scale (the composite is linear in the terms,
-and every term is averaged over the same well-formed fan-outs).
+"composite (6:2:2)" column is recomputed with the default weights (0.6 ground + 0.2 div + 0.2 align) from the
+term means over well-formed fan-outs, so ablations trained with other weights compare on one scale (the
+composite is linear in the terms). "composite (all)" counts a malformed fan-out as 0, with the run's weights.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 WEIGHTS = {"ground": 0.6, "div": 0.2, "align": 0.2}
-OAR = ("reward", "ground", "div", "div_raw", "align", "malformed", "category_share")
+OAR = ("composite_all", "reward", "ground", "div", "div_raw", "align", "malformed", "category_share")
 
 
 def cell(m: dict) -> str:
@@ -25,14 +25,14 @@ def cell(m: dict) -> str:
 
 
 def evaluation_tables(run_dir: Path) -> str:
-    head = ("| dataset | run | policy | composite (6:2:2) | reward | ground | div | Vendi | align | malformed | "
-            "cat. share | Recall@5K | Hit@5K |")
+    head = ("| dataset | run | policy | composite (6:2:2) | composite (all) | reward | ground | div | Vendi | align | "
+            "malformed | cat. share | Recall@5K | Hit@5K |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for path in sorted(run_dir.glob("*/*/eval.json")):
         results = json.loads(path.read_text())["results"]
-        for policy, ev in results.items():
+        for policy, ev in sorted(results.items(), key=lambda item: item[0] != "warm start"):
             comp = sum(w * ev["oar"][t]["mean"] for t, w in WEIGHTS.items())
-            cells = ([f"{comp:.3f}"] + [cell(ev["oar"][m]) for m in OAR]
+            cells = ([f"{comp:.3f}"] + [cell(ev["oar"][m]) if m in ev["oar"] else "-" for m in OAR]
                      + [cell(ev["wscr"][m]) for m in ("recall", "hit")])
             lines.append(f"| {path.parts[-3]} | {path.parts[-2]} | {policy} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -268,7 +268,8 @@ def test_data_build_missing_path(tmp_path: Path, capsys) -> None:
 
 
 def test_unknown_config_key(tmp_path: Path, tiny_source: Path, capsys) -> None:
-    err = error_of(capsys, ["index", "build", "--config", DATA_YAML, *overrides(tmp_path, tiny_source, "index.bogus=1")])
+    argv = ["index", "build", "--config", DATA_YAML, *overrides(tmp_path, tiny_source, "index.bogus=1")]
+    err = error_of(capsys, argv)
     assert "index.bogus" in err
     assert not (tmp_path / "tiny").exists()  # nothing ran
 

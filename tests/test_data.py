@@ -314,7 +314,8 @@ def tracks(artist: str, n: int, start: int = 0) -> tuple[RawTrack, ...]:
 
 
 def test_music_dedup_case_and_space_insensitive() -> None:
-    pl = RawPlaylist("p1", "Chill Mix", (RawTrack("Daft Punk", "One More Time"), RawTrack("daft  punk", "ONE MORE TIME "),
+    pl = RawPlaylist("p1", "Chill Mix", (RawTrack("Daft Punk", "One More Time"),
+                                         RawTrack("daft  punk", "ONE MORE TIME "),
                                          *tracks("Air", 5)))
     pl2 = RawPlaylist("p2", "Other Mix", (RawTrack(" DAFT PUNK", "one more  time"), *tracks("Air", 4, start=2)))
     ds = build_music_dataset("m", [pl, pl2])

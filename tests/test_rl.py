@@ -161,3 +161,20 @@ def test_job_entry_point_bootstraps_trains_and_evaluates(ray_local, tmp_path: Pa
     assert main(argv) == 0
     assert (run / "policy" / "warm_start" / "model.safetensors").stat().st_mtime_ns == stamp
     assert latest_checkpoint(run / "rl").name == "step-000002"
+
+
+@pytest.mark.parametrize("backend", ["transformers", "vllm"])
+def test_rollout_workers_sample_with_the_pushed_weights(backend: str, ray_local, tmp_path: Path, tiny_rl_source,
+                                                        tiny_policy, encoder) -> None:
+    """After each update the learner's weights go to the rollout actors: at every later step the learner's own
+    log-probs of the sampled tokens equal the sampler's (ratio 1, KL 0). Stale weights in the sampler would show
+    up here as a ratio away from 1."""
+    cfg = tiny_config(tmp_path, tiny_rl_source, steps=3, lr=3e-3)
+    cfg.policy.backend = backend
+    train(cfg, tiny_policy, encoder)
+    lines = [json.loads(x) for x in (tmp_path / "tiny" / cfg.name / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        assert line["ratio_mean"] == pytest.approx(1.0, abs=1e-3), line
+        assert abs(line["kl_forward"]) < 1e-3 and abs(line["kl_reverse"]) < 1e-3, line
+    assert lines[0]["entropy"] != lines[-1]["entropy"]  # the policy did change between steps

@@ -9,7 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from r4t.data.schema import (
-    QUERIES_SCHEMA, SETS_SCHEMA, catalog_hash, read_parquet, validate_catalog, validate_queries, validate_sets, write_parquet,
+    QUERIES_SCHEMA, SETS_SCHEMA, catalog_hash, read_parquet, validate_catalog, validate_queries, validate_sets,
+    write_parquet,
 )
 from r4t.errors import DataError
 from r4t.io import read_json, sha256_file, write_json
@@ -72,8 +73,10 @@ class Dataset:
                 raise DataError(f"{folder / file}: missing or does not match {info_path} (an interrupted save?); "
                                 f"rebuild the dataset")
         name = info.get("name", folder.name)
-        ds = cls(name=name, items=read_parquet(folder / ITEMS_FILE),
-                 sets=read_parquet(folder / SETS_FILE) if (folder / SETS_FILE).is_file() else SETS_SCHEMA.empty_table(),
-                 queries=read_parquet(folder / QUERIES_FILE) if (folder / QUERIES_FILE).is_file() else QUERIES_SCHEMA.empty_table())
+        def optional(file: str, schema: pa.Schema) -> pa.Table:
+            return read_parquet(folder / file) if (folder / file).is_file() else schema.empty_table()
+
+        ds = cls(name=name, items=read_parquet(folder / ITEMS_FILE), sets=optional(SETS_FILE, SETS_SCHEMA),
+                 queries=optional(QUERIES_FILE, QUERIES_SCHEMA))
         return ds.validate(str(folder))
 

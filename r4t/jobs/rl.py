@@ -28,10 +28,10 @@ from r4t.rewards.scorer import RewardScorer
 from r4t.rl.evaluate import evaluate_policy
 from r4t.rl.trainer import PromptPool, RLTrainer, check_config
 
-COLUMNS = (("reward", "oar", "reward"), ("composite", "oar", "composite"), ("ground", "oar", "ground"),
-           ("div", "oar", "div"), ("Vendi", "oar", "div_raw"), ("align", "oar", "align"),
-           ("malformed", "oar", "malformed"), ("cat. share", "oar", "category_share"),
-           ("Recall@5K", "wscr", "recall"), ("Hit@5K", "wscr", "hit"))
+COLUMNS = (("reward", "oar", "reward"), ("composite (all)", "oar", "composite_all"),
+           ("composite", "oar", "composite"), ("ground", "oar", "ground"), ("div", "oar", "div"),
+           ("Vendi", "oar", "div_raw"), ("align", "oar", "align"), ("malformed", "oar", "malformed"),
+           ("cat. share", "oar", "category_share"), ("Recall@5K", "wscr", "recall"), ("Hit@5K", "wscr", "hit"))
 
 
 def warm_start(cfg: RLConfig, cat: PreparedCatalog, encoder: TextEncoder, root: Path) -> Path:

@@ -15,7 +15,8 @@ from r4t.policy.prompt import build_prompt
 from r4t.rewards.scorer import RewardScorer
 from r4t.rewards.set_metrics import category_share
 
-OAR_METRICS = ("reward", "composite", "ground", "div", "div_raw", "align", "malformed", "category_share")
+OAR_METRICS = ("reward", "composite_all", "composite", "ground", "div", "div_raw", "align", "malformed",
+               "category_share")
 WSCR_METRICS = ("recall", "hit")
 
 
@@ -66,7 +67,9 @@ def evaluate_policy(policy_path: str, cat: PreparedCatalog, scorer: RewardScorer
             share = np.full(len(flat_f), np.nan)
             if ok.any():
                 share[ok] = category_share(s["top1"][ok], cat.category_codes)
-            s = {**s, "malformed": s["malformed"].astype(float), "category_share": share}
+            # composite_all: the quality of what the user gets; a fan-out that does not parse retrieves nothing (0).
+            s = {**s, "malformed": s["malformed"].astype(float), "category_share": share,
+                 "composite_all": np.where(s["malformed"], 0.0, s["composite"])}
             result["oar"] = {m: dict(zip(("mean", "lo", "hi"), mean_ci(_per_query(np.asarray(s[m], float),
                              len(queries), cfg.samples)))) for m in OAR_METRICS}
             result["examples"] = [{"query": q, "fanout": f[0]} for q, f in zip(queries[:5], fanouts[:5])]
