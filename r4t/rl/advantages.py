@@ -11,26 +11,13 @@ from typing import TypeVar
 
 import numpy as np
 
-from r4t.errors import ConfigError
+from r4t.rl.registry import Registry
 
 AdvantageFn = Callable[[np.ndarray, int], np.ndarray]
-ADVANTAGES: dict[str, AdvantageFn] = {}
+ADVANTAGES: Registry[AdvantageFn] = Registry("rl.advantage", "advantage estimator")
 Array = TypeVar("Array")  # np.ndarray or torch.Tensor: group_advantages only uses operations both share
-
-
-def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Decorator: make an advantage estimator selectable from config as ``name``."""
-    def add(fn: AdvantageFn) -> AdvantageFn:
-        ADVANTAGES[name] = fn
-        return fn
-    return add
-
-
-def get_advantage(name: str) -> AdvantageFn:
-    """The estimator registered as ``name``; ConfigError naming the known ones otherwise."""
-    if name not in ADVANTAGES:
-        raise ConfigError(f"unknown advantage estimator {name!r}; known: {', '.join(sorted(ADVANTAGES))}")
-    return ADVANTAGES[name]
+register_advantage = ADVANTAGES.register
+get_advantage = ADVANTAGES.lookup
 
 
 def group_advantages(rewards: Array, group_size: int, std_normalize: bool = True, eps: float = 1e-6) -> Array:

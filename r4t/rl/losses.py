@@ -13,25 +13,12 @@ from collections.abc import Callable
 
 import torch
 
-from r4t.errors import ConfigError
+from r4t.rl.registry import Registry
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
-POLICY_LOSSES: dict[str, LossFn] = {}
-
-
-def register_loss(name: str) -> Callable[[LossFn], LossFn]:
-    """Decorator: make a policy loss selectable from config as ``name``."""
-    def add(fn: LossFn) -> LossFn:
-        POLICY_LOSSES[name] = fn
-        return fn
-    return add
-
-
-def get_loss(name: str) -> LossFn:
-    """The loss registered as ``name``; ConfigError naming the known ones otherwise."""
-    if name not in POLICY_LOSSES:
-        raise ConfigError(f"unknown policy loss {name!r}; known: {', '.join(sorted(POLICY_LOSSES))}")
-    return POLICY_LOSSES[name]
+POLICY_LOSSES: Registry[LossFn] = Registry("rl.loss", "policy loss")
+register_loss = POLICY_LOSSES.register
+get_loss = POLICY_LOSSES.lookup
 
 
 def ratio(logp: torch.Tensor, logp_old: torch.Tensor) -> torch.Tensor:
