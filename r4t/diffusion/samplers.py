@@ -1,0 +1,119 @@
+"""Samplers for the EDM denoiser: Euler and Heun on the probability-flow ODE (Heun with optional churn, EDM's
+stochastic sampler), and an ancestral SDE sampler; classifier-free guidance in one batched forward pass.
+
+The probability-flow ODE of the VE process is dx/dsigma = (x - D(x; sigma)) / sigma, integrated from
+sigma_max down to 0 over the EDM time discretization (`karras_sigmas`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from r4t.diffusion.denoiser import EDMDenoiser
+from r4t.diffusion.edm import karras_sigmas
+from r4t.errors import ConfigError
+
+SAMPLERS = ("euler", "heun", "sde")
+DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [B, L, d], sigma scalar) → x0 estimate
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    method: str = "heun"
+    steps: int = 256  # PAPER.md: 256
+    sigma_min: float = 1e-4  # PAPER.md: [1e-4, 80]
+    sigma_max: float = 80.0
+    rho: float = 7.0  # EDM's time-discretization exponent
+    guidance: float = 0.1  # CFG strength w: D = D_cond + w (D_cond - D_null); PAPER.md: 0.1
+    churn: float = 0.0  # Heun only: EDM S_churn (0 = deterministic)
+    churn_min: float = 0.0  # churn applies for sigma in [churn_min, churn_max]
+    churn_max: float = math.inf
+    s_noise: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.method not in SAMPLERS:
+            raise ConfigError(f"sampler.method={self.method!r}: unknown; known: {SAMPLERS}")
+        if self.steps < 1:
+            raise ConfigError(f"sampler.steps={self.steps}: must be at least 1")
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ConfigError(f"sampler.sigma_min={self.sigma_min}, sigma_max={self.sigma_max}: "
+                              "need 0 < sigma_min < sigma_max")
+        if self.guidance < 0 or self.churn < 0:
+            raise ConfigError(f"sampler.guidance={self.guidance}, churn={self.churn}: must be >= 0")
+
+
+def guided(model: EDMDenoiser, query_emb: torch.Tensor, guidance: float) -> DenoiseFn:
+    """The CFG denoiser D_cond + w (D_cond - D_null) for a batch of queries [B, d]. The conditional and null
+    passes run as one forward pass of batch 2B; the context keys/values are computed once, not per step.
+    With w = 0 only the conditional pass runs."""
+    B = len(query_emb)
+    if guidance == 0:
+        context = model.context(query_emb)
+        return lambda x, sigma: model(x, sigma.expand(B), context)
+    drop = torch.arange(2 * B, device=query_emb.device) >= B
+    context = model.context(torch.cat([query_emb, query_emb]), drop)
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        cond, null = model(torch.cat([x, x]), sigma.expand(2 * B), context).chunk(2)
+        return cond + guidance * (cond - null)
+
+    return denoise
+
+
+@torch.no_grad()
+def sample(denoise: DenoiseFn, shape: tuple[int, ...], settings: SamplerSettings,
+           generator: torch.Generator | None = None, device: str | torch.device = "cpu",
+           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Draw x0 of `shape` ([B, L, d]) by integrating from sigma_max to 0. Deterministic given `generator`."""
+    s = settings
+    sigmas = karras_sigmas(s.steps, s.sigma_min, s.sigma_max, s.rho).tolist()
+
+    def noise() -> torch.Tensor:
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+    def at(value: float) -> torch.Tensor:
+        return torch.tensor(value, device=device, dtype=dtype)
+
+    x = noise() * sigmas[0]
+    for sigma, nxt in zip(sigmas[:-1], sigmas[1:]):
+        if s.method == "sde":
+            x = _ancestral_step(denoise, x, sigma, nxt, noise, at)
+            continue
+        gamma = 0.0
+        if s.method == "heun" and s.churn > 0 and s.churn_min <= sigma <= s.churn_max:
+            gamma = min(s.churn / s.steps, math.sqrt(2) - 1)
+        sigma_hat = sigma * (1 + gamma)
+        if gamma > 0:  # raise the noise level to sigma_hat by adding fresh noise, then solve from there
+            x = x + math.sqrt(sigma_hat**2 - sigma**2) * s.s_noise * noise()
+        slope = (x - denoise(x, at(sigma_hat))) / sigma_hat
+        x_next = x + (nxt - sigma_hat) * slope
+        if s.method == "heun" and nxt > 0:  # 2nd order: average the slopes at both ends
+            slope_next = (x_next - denoise(x_next, at(nxt))) / nxt
+            x_next = x + (nxt - sigma_hat) * 0.5 * (slope + slope_next)
+        x = x_next
+    return x
+
+
+def _ancestral_step(denoise: DenoiseFn, x: torch.Tensor, sigma: float, nxt: float, noise, at) -> torch.Tensor:
+    """One reverse-SDE step as the Gaussian posterior of the VE process given the x0 estimate D:
+    x_next ~ N(D + (nxt/sigma)^2 (x - D), nxt^2 (sigma^2 - nxt^2) / sigma^2). Exact when D is, and it lands on
+    D itself at the last step (nxt = 0)."""
+    d = denoise(x, at(sigma))
+    ratio = (nxt / sigma) ** 2
+    std = nxt * math.sqrt(max(sigma**2 - nxt**2, 0.0)) / sigma
+    return d + ratio * (x - d) + (std * noise() if std > 0 else 0.0)
+
+
+def generate_sets(model: EDMDenoiser, query_emb: torch.Tensor, settings: SamplerSettings, rows: int | None = None,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """[B, d] query embeddings → [B, L, d] generated rows, each scaled to unit norm (the target space is unit-norm
+    embeddings; the sampler's last step leaves rows near, not on, the sphere)."""
+    p = next(model.parameters())
+    q = query_emb.to(device=p.device, dtype=p.dtype)
+    shape = (len(q), rows or model.cfg.rows, model.cfg.dim)
+    x = sample(guided(model, q, settings.guidance), shape, settings, generator, p.device, p.dtype)
+    return torch.nn.functional.normalize(x, dim=-1)

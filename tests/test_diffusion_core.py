@@ -1,0 +1,157 @@
+"""The diffusion math: schedule, EDM coefficients, the denoiser's symmetry, CFG and the samplers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser, denoising_loss, parameter_count
+from r4t.diffusion.edm import c_in, c_noise, c_out, c_skip, karras_sigmas, loss_weight, training_sigma
+from r4t.diffusion.samplers import SamplerSettings, guided, sample
+from r4t.errors import ConfigError
+
+
+def test_schedule_endpoints_and_order():
+    s = karras_sigmas(32, 1e-4, 80.0)
+    assert len(s) == 33
+    assert s[0].item() == pytest.approx(80.0) and s[31].item() == pytest.approx(1e-4) and s[32].item() == 0
+    assert bool((s[1:] < s[:-1]).all())
+    assert karras_sigmas(1, 1e-4, 80.0).tolist() == [pytest.approx(80.0), 0.0]
+    with pytest.raises(ValueError):
+        karras_sigmas(8, 1.0, 0.5)
+
+
+def test_preconditioning_known_values():
+    sd, s = 0.5, torch.tensor(0.5)
+    assert c_skip(s, sd).item() == pytest.approx(0.5)
+    assert c_out(s, sd).item() == pytest.approx(0.25 / math.sqrt(0.5))
+    assert c_in(s, sd).item() == pytest.approx(1 / math.sqrt(0.5))
+    assert loss_weight(s, sd).item() == pytest.approx(8.0)
+    assert c_noise(torch.tensor(1.0)).item() == 0.0
+    sig = torch.logspace(-4, 2, 13, dtype=torch.float64)
+    # lambda * c_out^2 = 1: the weighted loss is the unit-variance loss of F at every sigma.
+    torch.testing.assert_close(loss_weight(sig, 0.05) * c_out(sig, 0.05) ** 2, torch.ones_like(sig))
+    # sigma -> 0: D -> x (c_skip -> 1, c_out -> 0); sigma -> inf: c_skip -> 0.
+    assert c_skip(torch.tensor(1e-6), 0.05).item() == pytest.approx(1.0)
+    assert c_skip(torch.tensor(1e3), 0.05).item() == pytest.approx(0.0, abs=1e-8)
+
+
+def test_training_sigma_is_relative_to_sigma_data():
+    g = torch.Generator().manual_seed(0)
+    sig = training_sigma(20000, 0.05, math.log(0.6), 1.2, g)
+    assert torch.log(sig / 0.05).mean().item() == pytest.approx(math.log(0.6), abs=0.03)
+    assert torch.log(sig / 0.05).std().item() == pytest.approx(1.2, abs=0.03)
+
+
+def test_paper_preset_parameter_count():
+    model = EDMDenoiser(DenoiserConfig.from_preset("paper", dim=128), sigma_data=0.088)
+    assert model.cfg.rows == 12 and model.cfg.layers == 6 and model.cfg.heads == 16
+    assert parameter_count(model) == pytest.approx(53.9e6, rel=0.01)  # PAPER.md: 53.9M
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="model.preset"):
+        DenoiserConfig.from_preset("huge", dim=8)
+    with pytest.raises(ConfigError, match="model.hidden"):
+        DenoiserConfig(dim=8, hidden=30, heads=4)
+    with pytest.raises(ConfigError, match="sampler.method"):
+        SamplerSettings(method="ddim")
+
+
+def _random_model(dim=16, rows=6, seed=0) -> EDMDenoiser:
+    torch.manual_seed(seed)
+    model = EDMDenoiser(DenoiserConfig(dim=dim, rows=rows, hidden=32, mlp=64, heads=4, layers=2), 0.25)
+    torch.nn.init.normal_(model.net.out_proj.weight, std=0.2)  # zero-initialized output would hide everything
+    return model.eval()
+
+
+def test_permutation_equivariance():
+    model = _random_model()
+    x, q = torch.randn(3, 6, 16), torch.randn(3, 16)
+    sigma = torch.tensor([0.01, 0.3, 5.0])
+    perm = torch.randperm(6)
+    with torch.no_grad():
+        out = model(x, sigma, model.context(q))
+        out_perm = model(x[:, perm], sigma, model.context(q))
+        torch.testing.assert_close(out_perm, out[:, perm], atol=1e-5, rtol=1e-5)
+        # With padding rows: permuting rows and their mask together still commutes.
+        valid = torch.tensor([[True] * 4 + [False] * 2] * 3)
+        out = model(x, sigma, model.context(q), valid)
+        out_perm = model(x[:, perm], sigma, model.context(q), valid[:, perm])
+        torch.testing.assert_close(out_perm, out[:, perm], atol=1e-5, rtol=1e-5)
+        # The condition matters (otherwise cross-attention would be decorative).
+        assert not torch.allclose(model(x, sigma, model.context(-q)), model(x, sigma, model.context(q)))
+
+
+def test_padding_rows_do_not_change_valid_rows():
+    model = _random_model()
+    x, q, sigma = torch.randn(2, 6, 16), torch.randn(2, 16), torch.tensor([0.2, 0.7])
+    valid = torch.tensor([[True] * 4 + [False] * 2] * 2)
+    x2 = x.clone()
+    x2[:, 4:] = torch.randn(2, 2, 16) * 10
+    with torch.no_grad():
+        a = model(x, sigma, model.context(q), valid)[:, :4]
+        b = model(x2, sigma, model.context(q), valid)[:, :4]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_cfg_zero_is_conditional_and_batched_cfg_matches_two_passes():
+    model = _random_model()
+    x, q, sigma = torch.randn(3, 6, 16), torch.randn(3, 16), torch.tensor(0.4)
+    with torch.no_grad():
+        cond = model(x, sigma.expand(3), model.context(q))
+        null = model(x, sigma.expand(3), model.context(q, torch.ones(3, dtype=torch.bool)))
+        torch.testing.assert_close(guided(model, q, 0.0)(x, sigma), cond)
+        torch.testing.assert_close(guided(model, q, 0.7)(x, sigma), cond + 0.7 * (cond - null), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(cond, null)
+
+
+def test_loss_ignores_padding_and_drops_condition():
+    model = _random_model()
+    x0, q = torch.randn(4, 6, 16) * 0.25, torch.randn(4, 16)
+    sigma, noise = torch.full((4,), 0.3), torch.randn(4, 6, 16)
+    valid = torch.ones(4, 6, dtype=torch.bool)
+    valid[:, 5] = False
+    keep = torch.zeros(4, dtype=torch.bool)
+    base = denoising_loss(model, x0, q, sigma, noise, keep, valid)
+    x0b = x0.clone()
+    x0b[:, 5] += 3.0  # a padding row's value must not matter
+    noise_b = noise.clone()
+    noise_b[:, 5] = 0
+    assert denoising_loss(model, x0b, q, sigma, noise_b, keep, valid).item() == pytest.approx(base.item(), rel=1e-5)
+    dropped = denoising_loss(model, x0, torch.randn(4, 16), sigma, noise, torch.ones(4, dtype=torch.bool), valid)
+    assert dropped.item() == pytest.approx(
+        denoising_loss(model, x0, q, sigma, noise, torch.ones(4, dtype=torch.bool), valid).item(), rel=1e-6)
+
+
+def _gaussian_denoiser(mean: torch.Tensor, cov: torch.Tensor):
+    """The exact x0 estimate E[x0 | x] for x0 ~ N(mean, cov) (each row independent), x = x0 + sigma n."""
+    eye = torch.eye(len(mean), dtype=cov.dtype)
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        gain = cov @ torch.linalg.inv(cov + float(sigma) ** 2 * eye)
+        return mean + (x - mean) @ gain.T
+
+    return denoise
+
+
+@pytest.mark.parametrize("method,steps,churn", [("euler", 256, 0.0), ("heun", 48, 0.0), ("heun", 48, 10.0),
+                                                 ("sde", 256, 0.0)])
+def test_samplers_recover_a_gaussian(method, steps, churn):
+    torch.manual_seed(0)
+    d = 4
+    mean = torch.tensor([0.5, -0.3, 0.0, 0.2], dtype=torch.float64)
+    a = torch.randn(d, d, dtype=torch.float64) * 0.3
+    cov = a @ a.T + 0.01 * torch.eye(d, dtype=torch.float64)
+    settings = SamplerSettings(method=method, steps=steps, sigma_min=1e-3, sigma_max=20.0, churn=churn,
+                               churn_min=0.01, churn_max=1.0)
+    g = torch.Generator().manual_seed(1)
+    x = sample(_gaussian_denoiser(mean, cov), (4000, 2, d), settings, g, dtype=torch.float64).reshape(-1, d)
+    torch.testing.assert_close(x.mean(0), mean, atol=0.03, rtol=0)
+    torch.testing.assert_close(torch.cov(x.T), cov, atol=0.03, rtol=0.1)
+    # Same generator seed, same samples.
+    again = sample(_gaussian_denoiser(mean, cov), (4000, 2, d), settings, torch.Generator().manual_seed(1),
+                   dtype=torch.float64).reshape(-1, d)
+    torch.testing.assert_close(again, x)
