@@ -27,23 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS = 10
 
 
-@pytest.fixture(scope="module")
-def tiny_rl_source(tmp_path_factory: pytest.TempPathFactory, tiny_catalog) -> Path:
-    """An r4t dataset whose OAR training queries are TINY_QUERIES (the queries the tiny policy was tuned on)."""
-    import pyarrow as pa
-
-    from r4t.data.dataset import Dataset
-    from r4t.data.schema import CATALOG_SCHEMA, QUERIES_SCHEMA, SETS_SCHEMA
-
-    items = [{"item_id": i, "text": t, "category": c}
-             for i, t, c in zip(tiny_catalog.ids, tiny_catalog.texts, tiny_catalog.categories)]
-    queries = [{"query_id": f"o{j}", "text": q, "split": "train", "task": "oar", "set_id": None}
-               for j, q in enumerate(TINY_QUERIES)]
-    ds = Dataset("tiny", pa.Table.from_pylist(items, schema=CATALOG_SCHEMA), SETS_SCHEMA.empty_table(),
-                 pa.Table.from_pylist(queries, schema=QUERIES_SCHEMA))
-    return ds.save(tmp_path_factory.mktemp("tiny_rl_source"))
-
-
 def tiny_config(run_dir: Path, source: Path, steps: int, **rl) -> RLConfig:
     settings = {"steps": steps, "prompts_per_step": 8, "group_size": 8, "chunk_prompts": 4, "lr": 3e-4,
                 "aggregation": "sequence", "checkpoint_every": 4, **rl}

@@ -8,8 +8,6 @@ formula (its Table 1), written as one function named after its symbol.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 
@@ -59,9 +57,3 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
     sigmas = (hi + frac * (lo - hi)) ** rho
     return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
 
-
-def measure_sigma_data(sum_sq: float, count: int) -> float:
-    """sigma_data = RMS of the target coordinates (about zero, as the VE formulation noises around zero)."""
-    if count <= 0:
-        raise ValueError("sigma_data: no target values to measure")
-    return math.sqrt(sum_sq / count)

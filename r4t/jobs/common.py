@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TypeVar
 
+import ray
+
 from r4t.config import load_config
 
 T = TypeVar("T")
@@ -17,3 +19,9 @@ def add_config_args(parser: argparse.ArgumentParser, default_config: str | None)
 
 def config_from_args(schema: type[T], args: argparse.Namespace) -> T:
     return load_config(schema, args.config, args.overrides)
+
+
+def ensure_ray() -> None:
+    """Join the cluster of `ray job submit` (RAY_ADDRESS) or a running one; otherwise start a local Ray."""
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False, include_dashboard=None)

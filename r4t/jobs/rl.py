@@ -15,13 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-import ray
-
 from r4t.catalog import PreparedCatalog, prepare_catalog
 from r4t.config import RLConfig, to_dict
 from r4t.embed import TextEncoder
 from r4t.io import atomic_path, read_json, write_json
-from r4t.jobs.common import add_config_args, config_from_args
+from r4t.jobs.common import add_config_args, config_from_args, ensure_ray
 from r4t.policy.bootstrap import bootstrap_policy
 from r4t.policy.model import INFO_FILE
 from r4t.rewards.scorer import RewardScorer
@@ -71,12 +69,6 @@ def format_table(results: dict[str, dict[str, dict]]) -> str:
                 cells.append("-" if m is None else f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]")
             lines.append(f"| {dataset} | {policy} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def ensure_ray() -> None:
-    """Join the cluster of `ray job submit` (RAY_ADDRESS) or a running one; otherwise start a local Ray."""
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False, include_dashboard=None)
 
 
 def run(cfg: RLConfig, progress: bool = True) -> dict:

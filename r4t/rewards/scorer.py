@@ -44,10 +44,12 @@ class RewardScorer:
         return emb[[pos[t] for t in texts]]
 
     def score(self, queries: Sequence[str], completions: Sequence[str | Sequence[str]],
-              reference_sets: Sequence[Sequence[str] | None] | None = None) -> dict[str, np.ndarray]:
+              reference_sets: Sequence[Sequence[str] | None] | None = None,
+              embeddings: bool = False) -> dict[str, np.ndarray]:
         """Score B fan-outs. Returns per-term arrays [B] (NaN where not applicable), `malformed` [B] bool,
         `error` (the parser's message or "") and `top1` [B, k] (each sub-query's first item row, -1 where
-        malformed). `reward` is WSCR recall where a reference set is given, the
+        malformed); with `embeddings`, also `subquery_emb` [B, k, d] (NaN where malformed) and `subqueries`
+        (the parsed lines, [] where malformed). `reward` is WSCR recall where a reference set is given, the
         OAR composite otherwise, and `malformed_penalty` for a completion that does not parse (whose terms,
         composite included, are NaN)."""
         cfg, B = self.config, len(queries)
@@ -62,6 +64,9 @@ class RewardScorer:
         out["reward"][out["malformed"]] = cfg.malformed_penalty
         out["top1"] = np.full((B, cfg.k), -1, dtype=np.int64)  # catalog row each sub-query retrieves first
         ok = np.flatnonzero(~out["malformed"])
+        if embeddings:
+            out["subquery_emb"] = np.full((B, cfg.k, self.index.dim), np.nan, dtype=np.float32)
+            out["subqueries"] = [list(p.subqueries) if p.ok else [] for p in parsed]
         if len(ok) == 0:
             return out
 
@@ -73,6 +78,8 @@ class RewardScorer:
         rows = self.index.search(s_emb.reshape(len(ok) * cfg.k, -1), depth)[1].reshape(len(ok), cfg.k, depth)
 
         out["top1"][ok] = rows[:, :, 0]
+        if embeddings:
+            out["subquery_emb"][ok] = s_emb
         top1 = self.item_emb[rows[:, :, 0]]
         ground = groundedness(s_emb, top1)
         align = alignment(s_emb, q_emb)
@@ -88,3 +95,13 @@ class RewardScorer:
             out["recall"][ok[wscr]] = out["reward"][ok[wscr]] = recall
             out["hit"][ok[wscr]] = hit
         return out
+
+
+def scorer_factory(run_dir: str, spec, embed_cfg, index_cfg, reward_cfg: RewardConfig, seed: int):
+    """A picklable recipe for a RewardScorer over a prepared catalog (the driver prepared it already)."""
+    def build():
+        from r4t.catalog import prepare_catalog  # catalog sits above rewards: import at call time
+        encoder = TextEncoder(embed_cfg.model, embed_cfg.device, embed_cfg.batch_size)
+        cat = prepare_catalog(spec, run_dir, encoder, index_cfg, seed, progress=False)
+        return RewardScorer(encoder, cat.index, cat.item_emb, reward_cfg)
+    return build

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from r4t.config import RewardConfig, RLSettings
+from r4t.config import RLSettings
 from r4t.policy.backend import Rollout, SamplingSettings, make_backend
 from r4t.policy.model import load_policy, pack, save_policy, token_logprobs
 from r4t.rl.checkpoint import load_optimizer, save_optimizer
@@ -111,14 +111,3 @@ class Learner:
     def optimizer_state(self) -> dict:
         return self.optimizer.state_dict()
 
-
-def scorer_factory(run_dir: str, spec, embed_cfg, index_cfg, reward_cfg: RewardConfig, seed: int):
-    """A picklable recipe for a RewardScorer over a prepared catalog (the driver prepared it already)."""
-    def build():
-        from r4t.catalog import prepare_catalog
-        from r4t.embed import TextEncoder
-        from r4t.rewards.scorer import RewardScorer
-        encoder = TextEncoder(embed_cfg.model, embed_cfg.device, embed_cfg.batch_size)
-        cat = prepare_catalog(spec, run_dir, encoder, index_cfg, seed, progress=False)
-        return RewardScorer(encoder, cat.index, cat.item_emb, reward_cfg)
-    return build

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from r4t.metrics import DashboardGauges
+
 TERMS = ("reward", "composite", "ground", "div", "div_raw", "align", "recall", "hit")
 DASHBOARD_KEYS = ("reward_mean", "composite_mean", "ground_mean", "div_mean", "align_mean", "recall_mean",
                   "malformed_frac", "kl_reverse", "kl_forward", "entropy", "gen_tokens_per_s",
@@ -37,22 +39,9 @@ class MetricsLog:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, path)
-        self._gauges = None
+        self._gauges = DashboardGauges("r4t_rl", DASHBOARD_KEYS, ("dataset", "run"), "RL per step")
 
     def write(self, record: dict, tags: dict[str, str]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        self._export(record, tags)
-
-    def _export(self, record: dict, tags: dict[str, str]) -> None:
-        """ray.util.metrics gauges (Prometheus → Ray dashboard), one per key, tagged by dataset and run."""
-        import ray
-        if not ray.is_initialized():
-            return
-        from ray.util.metrics import Gauge
-        if self._gauges is None:
-            self._gauges = {k: Gauge(f"r4t_rl_{k}", description=f"RL {k} per step", tag_keys=tuple(tags))
-                            for k in DASHBOARD_KEYS}
-        for key, gauge in self._gauges.items():
-            if key in record and np.isfinite(record[key]):
-                gauge.set(float(record[key]), tags=tags)
+        self._gauges.set(record, tags)

@@ -23,7 +23,8 @@ from r4t.errors import R4TError
 from r4t.policy.backend import Rollout, SamplingSettings
 from r4t.policy.model import read_info
 from r4t.policy.prompt import build_prompt
-from r4t.rl.actors import Learner, RewardWorker, RolloutWorker, scorer_factory
+from r4t.rewards.scorer import scorer_factory
+from r4t.rl.actors import Learner, RewardWorker, RolloutWorker
 from r4t.rl.advantages import get_advantage
 from r4t.rl.checkpoint import checkpoint_dir, latest_checkpoint
 from r4t.rl.losses import get_loss

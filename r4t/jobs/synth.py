@@ -1,0 +1,119 @@
+"""Stage 2: the frozen RL policy synthesizes target sets for the diffusion retriever.
+
+    python -m r4t.jobs.synth --config jobs/synth.yaml [key=value ...]
+
+Per dataset: resolve the teacher (the final checkpoint of an RL run, or a policy folder), plan shards of the
+training queries, run the unfinished ones on SynthWorker actors, write <run_dir>/<dataset>/<name>/manifest.json.
+A rerun skips finished shards, so a killed run resumes without losing or duplicating a row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from r4t.catalog import PreparedCatalog, prepare_catalog
+from r4t.config import SynthConfig
+from r4t.embed import TextEncoder
+from r4t.errors import ConfigError, DataError
+from r4t.io import read_json, sha256_file
+from r4t.jobs.common import add_config_args, config_from_args, ensure_ray
+from r4t.policy.model import INFO_FILE
+from r4t.rewards.scorer import scorer_factory
+from r4t.rl.checkpoint import latest_checkpoint
+from r4t.synth.synthesize import check_identity, pending_shards, plan_shards, run_shards, write_manifest
+from r4t.synth.worker import Generation
+
+
+def resolve_teacher(cfg: SynthConfig, root: Path) -> Path:
+    """synth.teacher: an RL run name under <run_dir>/<dataset>/ (must have finished) or a policy folder."""
+    teacher = cfg.synth.teacher
+    run = root / teacher
+    if (run / "checkpoints").is_dir():
+        last = latest_checkpoint(run)
+        if last is None or not read_json(last / INFO_FILE).get("final"):
+            raise DataError(f"synth.teacher={teacher!r}: the RL run {run} has not finished (no final checkpoint); "
+                            "run or resume `python -m r4t.jobs.rl` first")
+        rl_cfg = read_json(run / "config.json")["policy"]
+        for key in ("template", "max_new_tokens"):
+            if rl_cfg[key] != getattr(cfg.policy, key):
+                raise ConfigError(f"policy.{key}={getattr(cfg.policy, key)!r}: the teacher {run} was trained with "
+                                  f"{rl_cfg[key]!r}; use the same")
+        return last
+    if (Path(teacher) / "config.json").is_file():
+        return Path(teacher)
+    raise ConfigError(f"synth.teacher={teacher!r}: neither an RL run under {root} nor a model folder")
+
+
+def split_queries(cat: PreparedCatalog, cfg: SynthConfig) -> dict[str, tuple[list[str], list[str], list]]:
+    refs = cat.dataset.reference_sets()
+    out = {}
+    for split in cfg.synth.splits:
+        table = cat.queries(cfg.synth.task, split)
+        if cfg.synth.max_queries:
+            table = table.slice(0, cfg.synth.max_queries)
+        set_ids = table.column("set_id").to_pylist()
+        out[split] = (table.column("query_id").to_pylist(), table.column("text").to_pylist(),
+                      [refs[s] if cfg.synth.task == "wscr" else None for s in set_ids])
+    return out
+
+
+def identity(cfg: SynthConfig, cat: PreparedCatalog, teacher: Path, policy_hash: str) -> dict:
+    """Everything a target row depends on; a folder holds the targets of exactly one identity."""
+    s = cfg.synth
+    return {"teacher": str(teacher), "policy_hash": policy_hash, "backend": cfg.policy.backend,
+            "template": cfg.policy.template, "max_new_tokens": cfg.policy.max_new_tokens, "k": cfg.reward.k,
+            "task": s.task, "samples": s.samples, "keep_top": s.keep_top, "rows": s.rows,
+            "queries_per_shard": s.queries_per_shard, "max_queries": s.max_queries,
+            "prompts_per_call": s.prompts_per_call, "temperature": s.temperature, "top_p": s.top_p,
+            "seed": cfg.seed, "dim": cat.index.dim, "catalog_hash": cat.dataset.catalog_hash,
+            "encoder": cat.index.manifest["encoder"], "encoder_hash": cat.index.manifest["weights_hash"]}
+
+
+def run(cfg: SynthConfig, progress: bool = True) -> dict:
+    ensure_ray()
+    encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
+    results = {}
+    for spec in cfg.datasets:
+        cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress)
+        root = Path(cfg.run_dir) / spec.name
+        teacher = resolve_teacher(cfg, root)
+        policy_hash = sha256_file(teacher / "model.safetensors")
+        ident = identity(cfg, cat, teacher, policy_hash)
+        out = root / cfg.name
+        check_identity(out, ident)
+        shards = plan_shards(split_queries(cat, cfg), cfg.synth, cfg.seed, out)
+        todo = pending_shards(shards, ident)
+        generation = Generation(cfg.policy.backend, str(teacher), policy_hash, cfg.policy.device,
+                                cfg.policy.template, cfg.policy.max_new_tokens, cfg.reward.k)
+        factory = scorer_factory(cfg.run_dir, spec, cfg.embed, cfg.index, cfg.reward, cfg.seed)
+        start = time.perf_counter()
+        stats = run_shards(todo, generation, factory, cfg.synth, ident, cfg.workers,
+                           {"dataset": spec.name, "run": cfg.name}, progress)
+        manifest = write_manifest(out, ident, cfg.synth.splits, stats, time.perf_counter() - start)
+        results[spec.name] = {"out": str(out), "shards": len(shards), "ran": len(todo), **manifest}
+    return results
+
+
+def summary(results: dict) -> str:
+    lines = ["| dataset | split | rows | reward | sigma_data | rows/s (this run) |", "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        rate = (r.get("last_run") or {}).get("rows_per_s")
+        for split, e in r["splits"].items():
+            lines.append(f"| {name} | {split} | {e['rows']} | {e['reward_mean']:.3f} | {r['sigma_data']:.4f} | "
+                         f"{'-' if rate is None else f'{rate:.1f}'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m r4t.jobs.synth", description=__doc__.splitlines()[0])
+    add_config_args(parser, "jobs/synth.yaml")
+    cfg = config_from_args(SynthConfig, parser.parse_args(argv))
+    print(summary(run(cfg)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
