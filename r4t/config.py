@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from r4t.errors import ConfigError
 
 BUILTIN_DATASETS = ("polyvore", "playlists")
+SAMPLERS = ("euler", "heun", "sde")
 DATASET_FORMATS = ("builtin", "r4t", "maryland", "polyvore_outfits", "mpd", "fashion_jsonl", "playlists_jsonl")
 
 
@@ -307,6 +308,120 @@ class SynthConfig(RunConfig):
     def __post_init__(self) -> None:
         _require(self.synth.task == "oar" or self.synth.rows >= self.reward.k, "synth.rows", self.synth.rows,
                  f"WSCR targets are the k={self.reward.k} sub-query embeddings: rows must be >= reward.k")
+
+
+@dataclass
+class SamplerConfig:
+    """How the diffusion retriever samples (r4t.diffusion.samplers)."""
+
+    method: str = "heun"
+    steps: int = 256  # PAPER.md: 256
+    sigma_min: float = 1e-4  # PAPER.md: [1e-4, 80]
+    sigma_max: float = 80.0
+    rho: float = 7.0  # EDM's time-discretization exponent
+    guidance: float = 0.1  # CFG strength w: D = D_cond + w (D_cond - D_null); PAPER.md: 0.1
+    churn: float = 0.0  # Heun only: EDM S_churn (0 = deterministic)
+    churn_min: float = 0.0  # churn applies for sigma in [churn_min, churn_max]
+    churn_max: float = 1e9
+    s_noise: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.method in SAMPLERS, "sampler.method", self.method, f"unknown; known: {SAMPLERS}")
+        _require(self.steps >= 1, "sampler.steps", self.steps, "must be at least 1")
+        _require(0 < self.sigma_min < self.sigma_max, "sampler.sigma_min", self.sigma_min,
+                 f"need 0 < sigma_min < sigma_max={self.sigma_max}")
+        _require(self.guidance >= 0, "sampler.guidance", self.guidance, "must be >= 0")
+        _require(self.churn >= 0, "sampler.churn", self.churn, "must be >= 0")
+
+
+@dataclass
+class ModelSettings:
+    """The set denoiser: a preset (small: CPU demo; paper: PAPER.md's 53.9M at d=128), any field overridable."""
+
+    preset: str = "small"
+    rows: Optional[int] = None  # L; must equal the targets' L
+    hidden: Optional[int] = None
+    mlp: Optional[int] = None
+    heads: Optional[int] = None
+    layers: Optional[int] = None
+
+
+@dataclass
+class DiffusionTrainSettings:
+    steps: int = 3000
+    batch_size: int = 256  # global: split over the workers
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    ema_decay: float = 0.999
+    cond_drop: float = 0.1  # condition replaced by the learned null vector (classifier-free guidance)
+    p_mean: float = -0.5  # ln(sigma / sigma_data) ~ N(p_mean, p_std^2) in training (EDM's -1.2 at sigma_data 0.5)
+    p_std: float = 1.2
+    shuffle_buffer: int = 2048  # rows in each worker's local shuffle buffer
+    materialize: bool = True  # hold the targets in the object store (fast epochs); off when they do not fit
+    log_every: int = 50
+    checkpoint_every: int = 500
+    eval_sets: int = 512  # fixed (noise, sigma) draws for the comparable loss logged with each checkpoint
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "eval_sets"):
+            _require(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "must be at least 1")
+        _require(self.lr > 0, "train.lr", self.lr, "must be positive")
+        _require(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "must be >= 0")
+        _require(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "must be in [0, 1)")
+        _require(0 <= self.cond_drop < 1, "train.cond_drop", self.cond_drop, "must be in [0, 1)")
+        _require(self.p_std > 0, "train.p_std", self.p_std, "must be positive")
+
+
+@dataclass
+class TrainWorkersConfig:
+    """Ray Train: DDP workers (gloo on CPU, NCCL on GPU)."""
+
+    count: int = 2
+    cpus: float = 1.0
+    use_gpu: bool = False
+    torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.count >= 1, "workers.count", self.count, "must be at least 1")
+        _require(self.cpus > 0, "workers.cpus", self.cpus, "must be positive")
+        _require(self.torch_threads >= 1, "workers.torch_threads", self.torch_threads, "must be at least 1")
+
+
+@dataclass
+class RetrievalEvalConfig:
+    """Held-out comparison of fan-out methods on returned sets of k items."""
+
+    split: str = "test"
+    max_queries: int = 0  # per task; 0 = all
+    k: int = 10  # items per returned set
+    lm_temperature: float = 1.0  # the LM methods sample one fan-out per query
+    latency_batches: list[int] = field(default_factory=lambda: [8, 1024])
+    latency_repeats: int = 3
+
+    def __post_init__(self) -> None:
+        _require(self.split in ("train", "val", "test"), "eval.split", self.split, "must be train, val or test")
+        _require(self.k >= 2, "eval.k", self.k, "must be at least 2")
+        _require(self.max_queries >= 0, "eval.max_queries", self.max_queries, "must be >= 0")
+        _require(all(b >= 1 for b in self.latency_batches), "eval.latency_batches", self.latency_batches,
+                 "must be positive batch sizes")
+        _require(self.latency_repeats >= 1, "eval.latency_repeats", self.latency_repeats, "must be at least 1")
+
+
+@dataclass
+class DiffusionConfig(RunConfig):
+    """Stage 3 (jobs/diffusion.yaml): Ray Train fits the set denoiser on the synthesized targets, per dataset."""
+
+    name: str = "diffusion"  # output folder <run_dir>/<dataset>/<name>/
+    targets: str = "synth"  # a synthesis run under <run_dir>/<dataset>/, or a folder with its manifest
+    resume: bool = True
+    model: ModelSettings = field(default_factory=ModelSettings)
+    train: DiffusionTrainSettings = field(default_factory=DiffusionTrainSettings)
+    workers: TrainWorkersConfig = field(default_factory=TrainWorkersConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)  # how the teacher (R4T-FOLM) generates in eval
+    eval: RetrievalEvalConfig = field(default_factory=RetrievalEvalConfig)
 
 
 @dataclass

@@ -1,8 +1,12 @@
-"""Custom metrics on the Ray dashboard: ray.util.metrics gauges (exported to Prometheus), one per key."""
+"""Training metrics: a JSON-lines log that survives resumes, and gauges on the Ray dashboard
+(ray.util.metrics, exported to Prometheus)."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 
 
 class DashboardGauges:
@@ -24,3 +28,24 @@ class DashboardGauges:
             value = record.get(key)
             if value is not None and math.isfinite(value):
                 gauge.set(float(value), tags=tags)
+
+
+class MetricsLog:
+    """One JSON line per step in `path`, each record also set on `gauges`."""
+
+    def __init__(self, path: Path, resume_step: int, gauges: DashboardGauges):
+        """Keeps the lines of steps <= resume_step, the checkpoint's step (the rerun rewrites the later ones)."""
+        self.path, self.gauges = path, gauges
+        kept = []
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= resume_step]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+
+    def write(self, record: dict, tags: dict[str, str]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.gauges.set(record, tags)

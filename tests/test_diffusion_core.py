@@ -9,7 +9,8 @@ import torch
 
 from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser, denoising_loss, parameter_count
 from r4t.diffusion.edm import c_in, c_noise, c_out, c_skip, karras_sigmas, loss_weight, training_sigma
-from r4t.diffusion.samplers import SamplerSettings, guided, sample
+from r4t.config import SamplerConfig
+from r4t.diffusion.samplers import guided, sample
 from r4t.errors import ConfigError
 
 
@@ -57,7 +58,7 @@ def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="model.hidden"):
         DenoiserConfig(dim=8, hidden=30, heads=4)
     with pytest.raises(ConfigError, match="sampler.method"):
-        SamplerSettings(method="ddim")
+        SamplerConfig(method="ddim")
 
 
 def _random_model(dim=16, rows=6, seed=0) -> EDMDenoiser:
@@ -145,7 +146,7 @@ def test_samplers_recover_a_gaussian(method, steps, churn):
     mean = torch.tensor([0.5, -0.3, 0.0, 0.2], dtype=torch.float64)
     a = torch.randn(d, d, dtype=torch.float64) * 0.3
     cov = a @ a.T + 0.01 * torch.eye(d, dtype=torch.float64)
-    settings = SamplerSettings(method=method, steps=steps, sigma_min=1e-3, sigma_max=20.0, churn=churn,
+    settings = SamplerConfig(method=method, steps=steps, sigma_min=1e-3, sigma_max=20.0, churn=churn,
                                churn_min=0.01, churn_max=1.0)
     g = torch.Generator().manual_seed(1)
     x = sample(_gaussian_denoiser(mean, cov), (4000, 2, d), settings, g, dtype=torch.float64).reshape(-1, d)

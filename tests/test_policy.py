@@ -22,7 +22,8 @@ from r4t.policy.prompt import DEFAULT_TEMPLATE, build_prompt, format_fanout
 from r4t.rewards.parse import parse_fanout
 from r4t.rl.actors import Learner
 from r4t.rl.advantages import get_advantage
-from r4t.rl.checkpoint import latest_checkpoint, load_optimizer
+from r4t.optim_state import load_optimizer
+from r4t.rl.checkpoint import latest_checkpoint
 
 
 def test_format_fanout_parses_back() -> None:

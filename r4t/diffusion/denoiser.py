@@ -152,9 +152,14 @@ class EDMDenoiser(nn.Module):
     def cfg(self) -> DenoiserConfig:
         return self.net.cfg
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, context: list[tuple[torch.Tensor, torch.Tensor]],
-                valid: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [B, L, d] noisy rows; sigma: [B]; context from `self.net.context`. → the x0 estimate [B, L, d]."""
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor,
+                context: list[tuple[torch.Tensor, torch.Tensor]] | None = None, valid: torch.Tensor | None = None,
+                query_emb: torch.Tensor | None = None, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, L, d] noisy rows; sigma: [B]; the condition as a precomputed `context` (samplers: once per
+        request) or as `query_emb` [B, d] with `drop` [B] (training: inside forward, as DDP expects). → the x0
+        estimate [B, L, d]."""
+        if context is None:
+            context = self.context(query_emb, drop)
         sd = float(self.sigma_data)
         s = sigma.to(x.dtype)[:, None, None]
         out = self.net(c_in(s, sd) * x, c_noise(sigma), context, valid)
@@ -175,8 +180,7 @@ def denoising_loss(model: nn.Module, x0: torch.Tensor, query_emb: torch.Tensor, 
     model: an EDMDenoiser, possibly DDP-wrapped (so the call goes through its forward); drop [B]: condition
     dropped to the null vector (classifier-free guidance training)."""
     inner = model.module if hasattr(model, "module") else model
-    context = inner.context(query_emb, drop)
-    denoised = model(x0 + sigma[:, None, None] * noise, sigma, context, valid)
+    denoised = model(x0 + sigma[:, None, None] * noise, sigma, valid=valid, query_emb=query_emb, drop=drop)
     err = (denoised - x0).square().mean(dim=-1)  # [B, L]
     if valid is not None:
         err = (err * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)

@@ -8,42 +8,15 @@ sigma_max down to 0 over the EDM time discretization (`karras_sigmas`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from r4t.config import SamplerConfig
 from r4t.diffusion.denoiser import EDMDenoiser
 from r4t.diffusion.edm import karras_sigmas
-from r4t.errors import ConfigError
 
-SAMPLERS = ("euler", "heun", "sde")
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [B, L, d], sigma scalar) → x0 estimate
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    method: str = "heun"
-    steps: int = 256  # PAPER.md: 256
-    sigma_min: float = 1e-4  # PAPER.md: [1e-4, 80]
-    sigma_max: float = 80.0
-    rho: float = 7.0  # EDM's time-discretization exponent
-    guidance: float = 0.1  # CFG strength w: D = D_cond + w (D_cond - D_null); PAPER.md: 0.1
-    churn: float = 0.0  # Heun only: EDM S_churn (0 = deterministic)
-    churn_min: float = 0.0  # churn applies for sigma in [churn_min, churn_max]
-    churn_max: float = math.inf
-    s_noise: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.method not in SAMPLERS:
-            raise ConfigError(f"sampler.method={self.method!r}: unknown; known: {SAMPLERS}")
-        if self.steps < 1:
-            raise ConfigError(f"sampler.steps={self.steps}: must be at least 1")
-        if not 0 < self.sigma_min < self.sigma_max:
-            raise ConfigError(f"sampler.sigma_min={self.sigma_min}, sigma_max={self.sigma_max}: "
-                              "need 0 < sigma_min < sigma_max")
-        if self.guidance < 0 or self.churn < 0:
-            raise ConfigError(f"sampler.guidance={self.guidance}, churn={self.churn}: must be >= 0")
 
 
 def guided(model: EDMDenoiser, query_emb: torch.Tensor, guidance: float) -> DenoiseFn:
@@ -65,7 +38,7 @@ def guided(model: EDMDenoiser, query_emb: torch.Tensor, guidance: float) -> Deno
 
 
 @torch.no_grad()
-def sample(denoise: DenoiseFn, shape: tuple[int, ...], settings: SamplerSettings,
+def sample(denoise: DenoiseFn, shape: tuple[int, ...], settings: SamplerConfig,
            generator: torch.Generator | None = None, device: str | torch.device = "cpu",
            dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Draw x0 of `shape` ([B, L, d]) by integrating from sigma_max to 0. Deterministic given `generator`."""
@@ -108,7 +81,8 @@ def _ancestral_step(denoise: DenoiseFn, x: torch.Tensor, sigma: float, nxt: floa
     return d + ratio * (x - d) + (std * noise() if std > 0 else 0.0)
 
 
-def generate_sets(model: EDMDenoiser, query_emb: torch.Tensor, settings: SamplerSettings, rows: int | None = None,
+@torch.inference_mode()
+def generate_sets(model: EDMDenoiser, query_emb: torch.Tensor, settings: SamplerConfig, rows: int | None = None,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """[B, d] query embeddings → [B, L, d] generated rows, each scaled to unit norm (the target space is unit-norm
     embeddings; the sampler's last step leaves rows near, not on, the sphere)."""

@@ -24,6 +24,7 @@ class SamplingSettings:
     top_p: float = 1.0
     max_new_tokens: int = 160
     seed: int = 0
+    logprobs: bool = True  # retrieval needs only the text: skip the log-prob pass
 
 
 @dataclass

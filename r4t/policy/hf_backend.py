@@ -39,7 +39,7 @@ class TransformersBackend:
             completion = seq[: ends[0] + 1] if ends else seq
             rows.append((i // s.n, completion, not ends))
         logprobs = self._logprobs([prompt_ids[p] for p, _, _ in rows], [c for _, c, _ in rows],
-                                  1.0 if greedy else s.temperature)
+                                  1.0 if greedy else s.temperature) if s.logprobs else [[] for _ in rows]
         return [Rollout(prompt_index=p, prompt_ids=prompt_ids[p], completion_ids=c, logprobs=lp,
                         text=tok.decode(c, skip_special_tokens=True), truncated=cut)
                 for (p, c, cut), lp in zip(rows, logprobs)]

@@ -41,3 +41,16 @@ def parse_fanout(completion: str | list[str], k: int) -> ParsedFanout:
             return ParsedFanout(cleaned, f"line {i + 1} repeats line {seen[_norm(line)] + 1}")
         seen[_norm(line)] = i
     return ParsedFanout(cleaned)
+
+
+def usable_subqueries(completion: str, k: int) -> list[str]:
+    """What a retrieval system can still use from any completion: its non-empty, distinct lines (markers
+    removed), at most k. Retrieval uses this; the reward keeps the strict parser, so training still penalizes
+    a malformed fan-out."""
+    out, seen = [], set()
+    for line in completion.strip().split("\n"):
+        line = _LIST_MARKER.sub("", line.strip()).strip()
+        if line and _norm(line) not in seen:
+            seen.add(_norm(line))
+            out.append(line)
+    return out[:k]

@@ -28,7 +28,8 @@ from r4t.rl.actors import Learner, RewardWorker, RolloutWorker
 from r4t.rl.advantages import get_advantage
 from r4t.rl.checkpoint import checkpoint_dir, latest_checkpoint
 from r4t.rl.losses import get_loss
-from r4t.rl.metrics import MetricsLog, reward_stats
+from r4t.metrics import MetricsLog
+from r4t.rl.metrics import GAUGES, reward_stats
 
 
 @dataclass
@@ -82,7 +83,7 @@ class RLTrainer:
                        for _ in range(w.reward)]
         self.advantage = get_advantage(s.advantage)
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.log = MetricsLog(out_dir / "metrics.jsonl", self.start_step)
+        self.log = MetricsLog(out_dir / "metrics.jsonl", self.start_step, GAUGES)
 
     def _rollouts_and_scores(self, step: int, idx: list[int]) -> tuple[list[Rollout], dict[str, np.ndarray], dict]:
         """Generate chunk by chunk; score each chunk as soon as it arrives, so scoring overlaps generation."""

@@ -1,0 +1,80 @@
+"""Denoiser artifacts, all without pickle.
+
+Training checkpoint (inside a Ray Train checkpoint folder): model.safetensors, ema.safetensors, the optimizer
+state (r4t.optim_state) and state.json (step, sigma_data, model config), written last.
+
+Exported model (what serving and evaluation load): <folder>/model.safetensors (EMA weights), config.json (the
+DenoiserConfig) and manifest.json (encoder, dimension, target space, sigma_data, catalog, index manifest hash,
+the synthesis it was trained on). The folder is written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
+from r4t.errors import DataError
+from r4t.index import check_manifest
+from r4t.io import read_json, write_json
+from r4t.optim_state import load_optimizer, save_optimizer
+
+STATE_FILE, WEIGHTS, EMA_WEIGHTS = "state.json", "model.safetensors", "ema.safetensors"
+CONFIG_FILE, MANIFEST_FILE = "config.json", "manifest.json"
+
+
+def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def save_training_state(folder: Path, model: torch.nn.Module, ema: torch.nn.Module,
+                        optimizer: torch.optim.Optimizer, state: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(_tensors(model), str(folder / WEIGHTS))
+    save_file(_tensors(ema), str(folder / EMA_WEIGHTS))
+    save_optimizer(optimizer, folder)
+    write_json(folder / STATE_FILE, state)
+
+
+def load_training_state(folder: Path, model: torch.nn.Module, ema: torch.nn.Module,
+                        optimizer: torch.optim.Optimizer) -> dict:
+    if not (folder / STATE_FILE).is_file():
+        raise DataError(f"{folder}: no {STATE_FILE}; not a complete diffusion training checkpoint")
+    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    ema.load_state_dict(load_file(str(folder / EMA_WEIGHTS)))
+    load_optimizer(optimizer, folder)
+    return read_json(folder / STATE_FILE)
+
+
+def export_model(folder: Path, model: EDMDenoiser, manifest: dict) -> Path:
+    """Write the model folder whole or not at all."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_tensors(model), str(tmp / WEIGHTS))
+    write_json(tmp / CONFIG_FILE, model.cfg.to_dict())
+    write_json(tmp / MANIFEST_FILE, {**manifest, "sigma_data": float(model.sigma_data), "dim": model.cfg.dim,
+                                     "rows": model.cfg.rows})
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def load_model(folder: str | os.PathLike, expect: dict | None = None,
+               device: str | torch.device = "cpu") -> tuple[EDMDenoiser, dict]:
+    """Load an exported denoiser; every `expect` field (encoder, dim, catalog_hash, ...) must match its manifest."""
+    folder = Path(folder)
+    manifest = read_json(folder / MANIFEST_FILE)
+    check_manifest(manifest, expect or {}, str(folder / MANIFEST_FILE))
+    cfg = DenoiserConfig(**read_json(folder / CONFIG_FILE))
+    model = EDMDenoiser(cfg, manifest["sigma_data"])
+    try:
+        model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    except (RuntimeError, OSError) as e:
+        raise DataError(f"{folder / WEIGHTS}: does not fit {folder / CONFIG_FILE} ({str(e).splitlines()[0]})") from None
+    return model.to(device).eval(), manifest

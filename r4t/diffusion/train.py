@@ -1,0 +1,211 @@
+"""Training the set denoiser with Ray Train: DDP workers (gloo on CPU, NCCL on GPU) read the Parquet targets
+through Ray Data, rank 0 keeps the EMA weights, logs and checkpoints; a restarted run resumes from the latest
+checkpoint (model, EMA, optimizer, step).
+
+The model is permutation-equivariant by construction (no positional encoding, row-wise maps and attention), so
+its loss is the same for every ordering of a set's rows: shuffling rows in training, which the paper does,
+would change nothing here, and the equivariance is tested instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from r4t.config import DiffusionTrainSettings
+from r4t.diffusion.checkpoint import load_training_state, save_training_state
+from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser, denoising_loss
+from r4t.diffusion.edm import training_sigma
+from r4t.metrics import DashboardGauges, MetricsLog
+
+COLUMNS = ["target", "query_emb", "n_valid"]
+GAUGES = DashboardGauges("r4t_diffusion", ("loss", "eval_loss", "lr", "sets_per_s"), ("dataset", "run"),
+                         "diffusion training")
+
+
+def learning_rate(step: int, settings: DiffusionTrainSettings) -> float:
+    """Linear warm-up, then constant."""
+    return settings.lr * min(1.0, (step + 1) / max(settings.warmup_steps, 1))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """EMA with the decay warmed up as (1 + step) / (10 + step): early on the average follows the model
+    instead of staying near the random initial weights for ~1 / (1 - decay) steps."""
+    decay = min(decay, (1 + step) / (10 + step))
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+
+
+@torch.no_grad()
+def fixed_loss(model: EDMDenoiser, x0: torch.Tensor, query_emb: torch.Tensor, valid: torch.Tensor,
+               seed: int = 0) -> float:
+    """The loss on fixed sets at fixed noise draws and noise levels log-spaced over [sigma_data/20, 20 sigma_data]:
+    comparable across checkpoints and runs, unlike the noisy training loss."""
+    g = torch.Generator().manual_seed(seed)
+    n, sd = len(x0), float(model.sigma_data)
+    sigma = sd * torch.logspace(math.log10(1 / 20), math.log10(20), 8)[torch.arange(n) % 8]
+    noise = torch.randn(x0.shape, generator=g)
+    return denoising_loss(model, x0, query_emb, sigma, noise, torch.zeros(n, dtype=torch.bool), valid).item()
+
+
+def _batch_tensors(batch: dict, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x0 = batch["target"].to(device, torch.float32)
+    valid = torch.arange(x0.shape[1], device=device)[None, :] < batch["n_valid"].to(device)[:, None]
+    return x0, batch["query_emb"].to(device, torch.float32), valid
+
+
+def train_loop(config: dict) -> None:
+    """Per worker. config: model (DenoiserConfig dict), train (DiffusionTrainSettings dict), sigma_data, seed,
+    threads, metrics_path, tags, eval_sets (x0, query_emb, n_valid arrays for `fixed_loss`)."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(config["threads"])
+    s = DiffusionTrainSettings(**config["train"])
+    torch.manual_seed(config["seed"])  # identical initial weights on every rank
+    model = EDMDenoiser(DenoiserConfig(**config["model"]), config["sigma_data"])
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            step = load_training_state(Path(folder), model, ema, optimizer)["step"]
+    device = ray.train.torch.get_device()
+    ddp = ray.train.torch.prepare_model(model)
+    ema.to(device)
+    eval_sets = [torch.as_tensor(a) for a in config["eval_sets"]]
+    eval_x0, eval_q = eval_sets[0], eval_sets[1]
+    eval_valid = torch.arange(eval_x0.shape[1])[None, :] < eval_sets[2][:, None]
+    log = MetricsLog(Path(config["metrics_path"]), step, GAUGES) if rank == 0 else None
+    # Noise draws differ per rank and per resumed segment, and repeat exactly for the same (seed, rank, start).
+    g = torch.Generator().manual_seed(int(np.random.default_rng([config["seed"], rank, step]).integers(2**62)))
+    shard, collate = ray.train.get_dataset_shard("train"), make_collate()
+    per_worker = max(1, s.batch_size // world)
+    losses, start, sets = [], time.perf_counter(), 0
+    while step < s.steps:
+        for batch in shard.iter_torch_batches(batch_size=per_worker, drop_last=True, collate_fn=collate,
+                                              local_shuffle_buffer_size=s.shuffle_buffer):
+            x0, q, valid = _batch_tensors(batch, device)
+            B = len(x0)
+            sigma = training_sigma(B, float(model.sigma_data), s.p_mean, s.p_std, g).to(device)
+            noise = torch.randn(x0.shape, generator=g).to(device)
+            drop = (torch.rand(B, generator=g) < s.cond_drop).to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, s)
+            loss = denoising_loss(ddp, x0, q, sigma, noise, drop, valid)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+            optimizer.step()
+            update_ema(ema, model, s.ema_decay, step)
+            step += 1
+            losses.append(loss.item())
+            sets += B * world
+            if step % s.log_every == 0 or step % s.checkpoint_every == 0 or step == s.steps:
+                record = {"step": step, "loss": float(np.mean(losses)), "lr": learning_rate(step - 1, s),
+                          "sets_per_s": sets / (time.perf_counter() - start)}
+                losses, start, sets = [], time.perf_counter(), 0
+                if step % s.checkpoint_every == 0 or step == s.steps:
+                    _report_checkpoint(rank, step, record, model, ema, optimizer, config, eval_x0, eval_q, eval_valid,
+                                       log)
+                else:
+                    if log:
+                        log.write(record, config["tags"])
+                    ray.train.report(record)
+            if step >= s.steps:
+                break
+
+
+def _report_checkpoint(rank, step, record, model, ema, optimizer, config, eval_x0, eval_q, eval_valid, log) -> None:
+    """Every rank reports (a report is a barrier); rank 0 attaches the checkpoint and the fixed-set EMA loss."""
+    import ray.train
+
+    if rank != 0:
+        ray.train.report(record)
+        return
+    ema_cpu = copy.deepcopy(ema).cpu()
+    record["eval_loss"] = fixed_loss(ema_cpu, eval_x0, eval_q, eval_valid)
+    log.write(record, config["tags"])
+    with tempfile.TemporaryDirectory() as tmp:
+        save_training_state(Path(tmp), model, ema, optimizer, {"step": step, "sigma_data": config["sigma_data"],
+                                                              "model": config["model"]})
+        ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _fixed_size_lists_to_numpy(column) -> np.ndarray:
+    """A (nested) fixed_size_list Arrow column → a dense array [n, *sizes]."""
+    import pyarrow as pa
+
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    shape, values = [], column
+    while pa.types.is_fixed_size_list(values.type):
+        shape.append(values.type.list_size)
+        values = values.flatten()
+    return values.to_numpy(zero_copy_only=False).reshape(len(column), *shape)
+
+
+def make_collate():
+    """Ray Data's default conversion gives object arrays for fixed-size-list columns; build dense tensors."""
+    from ray.data.collate_fn import ArrowBatchCollateFn
+
+    class TargetCollate(ArrowBatchCollateFn):
+        def __call__(self, table) -> dict[str, torch.Tensor]:
+            return {name: torch.tensor(_fixed_size_lists_to_numpy(table.column(name))) for name in table.column_names}
+
+    return TargetCollate()
+
+
+def fit_denoiser(target_files: list[str], model_cfg: DenoiserConfig, settings: DiffusionTrainSettings,
+                 sigma_data: float, workers, storage: Path, seed: int, eval_sets: tuple, metrics_path: Path,
+                 tags: dict, resume: bool = True) -> Path:
+    """Run (or resume) Ray Train over the target shards. → the folder of the latest checkpoint.
+
+    Checkpoints go to <storage>/train/ (Ray Train's layout); a rerun with the same storage resumes from the
+    latest one. Multi-node training needs `storage` on a filesystem every node sees."""
+    import shutil
+
+    import ray
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from r4t.errors import ConfigError, R4TError
+
+    free = ray.cluster_resources().get("CPU", 0) - (0 if workers.use_gpu else workers.count * workers.cpus)
+    if free < 1:
+        raise ConfigError(f"workers.cpus={workers.cpus}: {workers.count} training workers leave {free:g} of "
+                          f"{ray.cluster_resources().get('CPU', 0):g} CPUs, and Ray Data needs one to read the targets "
+                          "(the run would wait forever); lower workers.cpus or workers.count")
+    if not resume:
+        shutil.rmtree(storage / "train", ignore_errors=True)
+    config = {"model": model_cfg.to_dict(), "train": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
+              "sigma_data": sigma_data, "seed": seed, "threads": workers.torch_threads,
+              "metrics_path": str(metrics_path), "tags": tags, "eval_sets": eval_sets}
+    data = ray.data.read_parquet(target_files).select_columns(COLUMNS)
+    if settings.materialize:  # read once into the object store: epochs then cost no re-reading
+        data = data.materialize()
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=config, datasets={"train": data},
+        scaling_config=ray.train.ScalingConfig(num_workers=workers.count, use_gpu=workers.use_gpu,
+                                               resources_per_worker={"CPU": workers.cpus}),
+        run_config=ray.train.RunConfig(storage_path=str(storage.resolve()), name="train",
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        failures = getattr(e, "worker_failures", None) or {}
+        cause = next(iter(failures.values()), e)
+        raise R4TError(f"diffusion training failed: {type(cause).__name__}: {str(cause).splitlines()[0]}") from None
+    if result.checkpoint is None:
+        raise R4TError(f"diffusion training under {storage} ended without a checkpoint")
+    return Path(result.checkpoint.path)

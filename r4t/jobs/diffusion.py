@@ -1,0 +1,154 @@
+"""Stage 3: Ray Train fits the set denoiser on the synthesized targets, exports it, and compares it on held-out
+queries with the policy it distills (R4T-FOLM) and with no fan-out, quality and fan-out latency.
+
+    python -m r4t.jobs.diffusion --config jobs/diffusion.yaml [key=value ...]
+
+Writes under <run_dir>/<dataset>/<name>/: train/ (Ray Train checkpoints; a rerun resumes), metrics.jsonl,
+model/ (EMA weights, config, manifest), eval.json and eval.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from r4t.catalog import PreparedCatalog, prepare_catalog
+from r4t.config import DiffusionConfig, to_dict
+from r4t.diffusion.checkpoint import EMA_WEIGHTS, export_model
+from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
+from r4t.diffusion.train import fit_denoiser
+from r4t.embed import TextEncoder
+from r4t.errors import ConfigError
+from r4t.eval.methods import eval_queries, evaluate_method, fanout_latency
+from r4t.index import MANIFEST_FILE as INDEX_MANIFEST
+from r4t.index import check_manifest
+from r4t.io import atomic_path, sha256_file, write_json
+from r4t.jobs.common import add_config_args, config_from_args, ensure_ray
+from r4t.retrieve.methods import DiffusionFanout, LMFanout, NoFanout
+from r4t.synth.targets import query_embeddings, read_manifest, read_targets, target_arrays
+
+COLUMNS = (("composite", "oar", "composite"), ("ground", "oar", "ground"), ("div", "oar", "div"),
+           ("Vendi (OAR)", "oar", "div_raw"), ("align", "oar", "align"), ("cat. share", "oar", "category_share"),
+           ("Recall@5K", "wscr", "recall"), ("Hit@5K", "wscr", "hit"), ("Vendi (WSCR)", "wscr", "div_raw"))
+
+
+def targets_folder(cfg: DiffusionConfig, root: Path) -> Path:
+    return root / cfg.targets if (root / cfg.targets).is_dir() else Path(cfg.targets)
+
+
+def model_config(cfg: DiffusionConfig, dim: int, rows: int) -> DenoiserConfig:
+    m = cfg.model
+    if m.rows is not None and m.rows != rows:
+        raise ConfigError(f"model.rows={m.rows}: the targets have L={rows} rows per set")
+    return DenoiserConfig.from_preset(m.preset, dim, rows=rows, hidden=m.hidden, mlp=m.mlp, heads=m.heads,
+                                      layers=m.layers)
+
+
+def eval_sets(folder: Path, manifest: dict, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fixed sets for the comparable loss: the validation split when synthesized, else the training split."""
+    split = "val" if "val" in manifest["splits"] else "train"
+    table = read_targets(folder, split, ["target", "query_emb", "n_valid"]).slice(0, n)
+    x, _ = target_arrays(table)
+    return x, query_embeddings(table), table.column("n_valid").to_numpy().astype(np.int64)
+
+
+def train(cfg: DiffusionConfig, cat: PreparedCatalog, root: Path) -> tuple[EDMDenoiser, dict]:
+    folder = targets_folder(cfg, root)
+    manifest = read_manifest(folder)
+    ident = manifest["identity"]
+    index = cat.index.manifest
+    check_manifest(ident, {"catalog_hash": cat.dataset.catalog_hash, "dim": cat.index.dim,
+                           "encoder": index["encoder"], "encoder_hash": index["weights_hash"]},
+                   str(folder / "manifest.json"))
+    model_cfg = model_config(cfg, ident["dim"], ident["rows"])
+    out = root / cfg.name
+    files = [str((folder / "targets" / "train" / name).resolve()) for name in manifest["splits"]["train"]["shards"]]
+    checkpoint = fit_denoiser(files, model_cfg, cfg.train, manifest["sigma_data"], cfg.workers, out, cfg.seed,
+                              eval_sets(folder, manifest, cfg.train.eval_sets), out / "metrics.jsonl",
+                              {"dataset": cat.name, "run": cfg.name}, cfg.resume)
+    model = EDMDenoiser(model_cfg, manifest["sigma_data"])
+    model.load_state_dict(load_file(str(checkpoint / EMA_WEIGHTS)))
+    export = {"encoder": ident["encoder"], "encoder_hash": ident["encoder_hash"], "catalog_hash": ident["catalog_hash"],
+              "target_space": {"oar": "retrieved item embeddings", "wscr": "sub-query embeddings"}[ident["task"]],
+              "task": ident["task"], "index_manifest_sha256": sha256_file(root / "index" / INDEX_MANIFEST),
+              "targets": str(folder), "policy_hash": ident["policy_hash"], "teacher": ident["teacher"],
+              "train_steps": cfg.train.steps}
+    export_model(out / "model", model, export)
+    return model.eval(), manifest
+
+
+def evaluate(cfg: DiffusionConfig, cat: PreparedCatalog, encoder: TextEncoder, model: EDMDenoiser,
+             teacher: str) -> dict:
+    methods = [NoFanout(cat.index, cat.item_emb),
+               LMFanout("R4T-FOLM", teacher, encoder, cat.index, cat.item_emb, cfg.policy.template, cfg.reward.k,
+                        cfg.policy.max_new_tokens, cfg.eval.lm_temperature, cfg.seed),
+               DiffusionFanout(model, cfg.sampler, cat.index, cat.item_emb, cfg.seed)]
+    queries = eval_queries(cat, cfg.eval, encoder)
+    results = {m.name: evaluate_method(m, cat, queries, cfg.eval, cfg.reward) for m in methods}
+    texts, emb, _ = next(iter(queries.values()))  # the OAR queries when there are any
+    for m in methods:
+        results[m.name]["latency_s"] = {str(b): fanout_latency(m, texts, emb, b, cfg.eval.k, cfg.reward.wscr_m,
+                                                               cfg.eval.latency_repeats)
+                                        for b in cfg.eval.latency_batches}
+    return {"queries": {t: len(q[0]) for t, q in queries.items()}, "methods": results,
+            "sampler": to_dict(cfg.sampler), "threads": torch.get_num_threads()}
+
+
+def format_table(dataset: str, ev: dict) -> str:
+    diffusion = ev["methods"]["R4T-Diffusion"]["latency_s"]
+    batches = list(diffusion)
+    lines = ["| dataset | method | " + " | ".join(c for c, _, _ in COLUMNS) + " | "
+             + " | ".join(f"latency b={b} (x diffusion)" for b in batches) + " |",
+             "|---|---|" + "---|" * (len(COLUMNS) + len(batches))]
+    for name, res in ev["methods"].items():
+        cells = []
+        for _, task, metric in COLUMNS:
+            m = res.get(task, {}).get(metric)
+            cells.append("-" if m is None else f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]")
+        cells += [f"{res['latency_s'][b]:.3f} s ({res['latency_s'][b] / diffusion[b]:.1f}x)" for b in batches]
+        lines.append(f"| {dataset} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(cfg: DiffusionConfig, progress: bool = True) -> dict:
+    start = time.perf_counter()
+    ensure_ray()
+    encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
+    results, tables = {}, []
+    for spec in cfg.datasets:
+        cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress)
+        root = Path(cfg.run_dir) / spec.name
+        t0 = time.perf_counter()
+        model, manifest = train(cfg, cat, root)
+        train_seconds = time.perf_counter() - t0
+        ev = evaluate(cfg, cat, encoder, model, manifest["identity"]["teacher"])
+        ev["train_seconds"] = train_seconds
+        out = root / cfg.name
+        write_json(out / "eval.json", {"eval": to_dict(cfg.eval), **ev})
+        tables.append(format_table(spec.name, ev))
+        with atomic_path(out / "eval.md") as tmp:
+            tmp.write_text(f"# {spec.name}: {cfg.name} ({cfg.eval.split} split, sampler {cfg.sampler.method} "
+                           f"{cfg.sampler.steps} steps, guidance {cfg.sampler.guidance})\n\n{tables[-1]}\n")
+        results[spec.name] = ev
+    header, rule = tables[0].splitlines()[:2] if tables else ("", "")
+    table = "\n".join([header, rule] + [line for t in tables for line in t.splitlines()[2:]])
+    return {"results": results, "table": table, "seconds": time.perf_counter() - start}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m r4t.jobs.diffusion", description=__doc__.splitlines()[0])
+    add_config_args(parser, "jobs/diffusion.yaml")
+    out = run(config_from_args(DiffusionConfig, parser.parse_args(argv)))
+    print(out["table"])
+    print(f"diffusion stage finished in {out['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
