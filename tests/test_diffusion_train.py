@@ -4,6 +4,7 @@ loss; the exported model and its manifest; the held-out comparison runs every me
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,15 @@ TINY_TRAIN = ["model.hidden=32", "model.mlp=64", "model.heads=2", "model.layers=
 
 @pytest.fixture(scope="module")
 def tiny_targets(ray_local, tmp_path_factory, tiny_rl_source, tiny_policy) -> Path:
+    """Synthesized with a run_dir relative to a working directory the Ray workers do not share."""
     run_dir = tmp_path_factory.mktemp("diffusion_run")
-    synth_job.run(synth_config(run_dir, tiny_rl_source, tiny_policy, "synth.samples=8", "synth.splits=[train]"),
-                  progress=False)
+    cwd = os.getcwd()
+    os.chdir(run_dir.parent)
+    try:
+        synth_job.run(synth_config(Path(run_dir.name), tiny_rl_source, tiny_policy, "synth.samples=8",
+                                   "synth.splits=[train]"), progress=False)
+    finally:
+        os.chdir(cwd)
     return run_dir
 
 
@@ -44,8 +51,9 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in (run_dir / "tiny" / "diffusion" / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_ray_train_trains_checkpoints_resumes_and_lowers_the_loss(tiny_targets, tiny_rl_source):
-    out = job.run(diffusion_config(tiny_targets, tiny_rl_source, 40), progress=False)
+def test_ray_train_trains_checkpoints_resumes_and_lowers_the_loss(tiny_targets, tiny_rl_source, monkeypatch):
+    monkeypatch.chdir(tiny_targets.parent)  # a relative run_dir: the Train workers run in a directory of their own
+    out = job.run(diffusion_config(Path(tiny_targets.name), tiny_rl_source, 40), progress=False)
     lines = metrics(tiny_targets)
     assert [r["step"] for r in lines] == [10, 20, 30, 40]
     assert [r["step"] for r in lines if "eval_loss" in r] == [20, 40]
@@ -55,7 +63,7 @@ def test_ray_train_trains_checkpoints_resumes_and_lowers_the_loss(tiny_targets, 
     assert manifest["sigma_data"] == pytest.approx(manifest_of(tiny_targets, "sigma_data"))
 
     # Resume: the rerun continues from step 40 (earlier lines kept, none repeated) and ends at step 80.
-    job.run(diffusion_config(tiny_targets, tiny_rl_source, 80), progress=False)
+    job.run(diffusion_config(Path(tiny_targets.name), tiny_rl_source, 80), progress=False)
     lines = metrics(tiny_targets)
     assert [r["step"] for r in lines] == [10, 20, 30, 40, 50, 60, 70, 80]
     states = sorted((folder / "train").glob("checkpoint_*/state.json"))

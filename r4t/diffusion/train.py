@@ -171,7 +171,8 @@ def fit_denoiser(target_files: list[str], model_cfg: DenoiserConfig, settings: D
     """Run (or resume) Ray Train over the target shards. → the folder of the latest checkpoint.
 
     Checkpoints go to <storage>/train/ (Ray Train's layout); a rerun with the same storage resumes from the
-    latest one. Multi-node training needs `storage` on a filesystem every node sees."""
+    latest one. Multi-node training needs `storage` on a filesystem every node sees. Paths handed to the
+    workers are absolute: Ray Train runs them in a working directory of its own."""
     import shutil
 
     import ray
@@ -190,7 +191,7 @@ def fit_denoiser(target_files: list[str], model_cfg: DenoiserConfig, settings: D
         shutil.rmtree(storage / "train", ignore_errors=True)
     config = {"model": model_cfg.to_dict(), "train": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
               "sigma_data": sigma_data, "seed": seed, "threads": workers.torch_threads,
-              "metrics_path": str(metrics_path), "tags": tags, "eval_sets": eval_sets}
+              "metrics_path": str(metrics_path.resolve()), "tags": tags, "eval_sets": eval_sets}
     data = ray.data.read_parquet(target_files).select_columns(COLUMNS)
     if settings.materialize:  # read once into the object store: epochs then cost no re-reading
         data = data.materialize()

@@ -86,7 +86,7 @@ def run(cfg: SynthConfig, progress: bool = True) -> dict:
         check_identity(out, ident)
         shards = plan_shards(split_queries(cat, cfg), cfg.synth, cfg.seed, out)
         todo = pending_shards(shards, ident)
-        generation = Generation(cfg.policy.backend, str(teacher), policy_hash, cfg.policy.device,
+        generation = Generation(cfg.policy.backend, str(teacher.resolve()), policy_hash, cfg.policy.device,
                                 cfg.policy.template, cfg.policy.max_new_tokens, cfg.reward.k)
         factory = scorer_factory(cfg.run_dir, spec, cfg.embed, cfg.index, cfg.reward, cfg.seed)
         start = time.perf_counter()

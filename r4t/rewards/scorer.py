@@ -5,6 +5,7 @@ Built to live inside a Ray actor: construction loads the models, `score` is a pu
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -98,7 +99,10 @@ class RewardScorer:
 
 
 def scorer_factory(run_dir: str, spec, embed_cfg, index_cfg, reward_cfg: RewardConfig, seed: int):
-    """A picklable recipe for a RewardScorer over a prepared catalog (the driver prepared it already)."""
+    """A picklable recipe for a RewardScorer over a prepared catalog (the driver prepared it already). The run
+    directory is made absolute here: the actor that builds the scorer may run in another working directory."""
+    run_dir = str(Path(run_dir).resolve())
+
     def build():
         from r4t.catalog import prepare_catalog  # catalog sits above rewards: import at call time
         encoder = TextEncoder(embed_cfg.model, embed_cfg.device, embed_cfg.batch_size)

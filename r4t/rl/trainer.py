@@ -66,6 +66,7 @@ def _call(refs, what: str, step: int, timeout: float):
 class RLTrainer:
     def __init__(self, cfg: RLConfig, spec, pool: PromptPool, init_path: Path, out_dir: Path):
         check_config(cfg)
+        out_dir, init_path = Path(out_dir).resolve(), Path(init_path).resolve()  # actors may run elsewhere
         self.cfg, self.spec, self.pool, self.out_dir = cfg, spec, pool, out_dir
         w, s = cfg.workers, cfg.rl
         resume_from = latest_checkpoint(out_dir) if cfg.resume else None

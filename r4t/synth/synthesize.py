@@ -33,8 +33,9 @@ GAUGES = DashboardGauges("r4t_synth", ("rows_per_s", "rows", "malformed_frac", "
 
 def plan_shards(queries: dict[str, tuple[list[str], list[str], list]], settings: SynthSettings, seed: int,
                 out: Path) -> list[Shard]:
-    """queries: split → (query ids, texts, reference sets). Shards of `queries_per_shard` in table order."""
-    shards = []
+    """queries: split → (query ids, texts, reference sets). Shards of `queries_per_shard` in table order, with
+    absolute paths (an actor's working directory need not be the driver's)."""
+    shards, out = [], out.resolve()
     for split_no, (split, (ids, texts, refs)) in enumerate(queries.items()):
         for n, start in enumerate(range(0, len(ids), settings.queries_per_shard)):
             end = start + settings.queries_per_shard
