@@ -379,7 +379,7 @@ class TrainWorkersConfig:
     """Ray Train: DDP workers (gloo on CPU, NCCL on GPU)."""
 
     count: int = 2
-    cpus: float = 1.0
+    cpus: float = 0.5  # Ray Data needs a CPU left over to read the targets
     use_gpu: bool = False
     torch_threads: int = 1
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from r4t.config import (
-    BaselineEvalConfig, DatasetSpec, DemoConfig, EmbedConfig, IndexConfig, PrepareConfig, RewardConfig, RLConfig,
-    load_config, to_dict,
+    BaselineEvalConfig, DatasetSpec, DemoConfig, DiffusionConfig, EmbedConfig, IndexConfig, PrepareConfig,
+    RewardConfig, RLConfig, SynthConfig, load_config, to_dict,
 )
 from r4t.errors import ConfigError
 
@@ -39,7 +39,8 @@ def test_defaults_load() -> None:
 
 
 @pytest.mark.parametrize("name, schema", [("data.yaml", PrepareConfig), ("demo.yaml", DemoConfig),
-                                          ("rl.yaml", RLConfig)])
+                                          ("rl.yaml", RLConfig), ("synth.yaml", SynthConfig),
+                                          ("diffusion.yaml", DiffusionConfig)])
 def test_job_files_load(name: str, schema: type) -> None:
     cfg = load_config(schema, JOBS / name)
     assert isinstance(cfg, schema)
@@ -215,3 +216,13 @@ def test_gpu_values_from_yaml(tmp_path: Path, value: str) -> None:
 
 def test_gpu_quoted_values() -> None:
     assert load_config(PrepareConfig, None, ["index.gpu='off'"]).index.gpu == "off"
+
+
+@pytest.mark.parametrize("name, schema", [("synth.yaml", SynthConfig), ("diffusion.yaml", DiffusionConfig)])
+def test_stage_files_spell_out_the_defaults(name: str, schema: type) -> None:
+    """These job files document every setting: each value in them is the schema's default (no silent drift)."""
+    loaded = to_dict(load_config(schema, JOBS / name))
+    defaults = to_dict(schema())
+    defaults["policy"]["bootstrap"] = loaded["policy"]["bootstrap"]  # not spelled out: unused by these stages
+    defaults["policy"]["init"] = loaded["policy"]["init"]
+    assert loaded == defaults
