@@ -23,10 +23,15 @@ from r4t.eval.methods import eval_queries, evaluate_method, fanout_latency
 from r4t.jobs.common import add_config_args, config_from_args
 from r4t.retrieve.methods import DiffusionFanout
 
-# (method, steps, guidance, churn)
-GRID = [("euler", 8, 0.1, 0), ("heun", 4, 0.1, 0), ("heun", 8, 0.1, 0), ("heun", 16, 0.1, 0), ("heun", 64, 0.1, 0),
-        ("heun", 256, 0.1, 0), ("sde", 64, 0.1, 0), ("heun", 16, 0.1, 20), ("heun", 16, 0.0, 0),
-        ("heun", 16, 0.5, 0), ("heun", 16, 2.0, 0)]
+# (method, steps, guidance, churn, sigma_min)
+GRID = [("euler", 8, 0.1, 0, 1e-4), ("heun", 4, 0.1, 0, 1e-4), ("heun", 8, 0.1, 0, 1e-4),
+        ("heun", 16, 0.1, 0, 1e-4), ("heun", 64, 0.1, 0, 1e-4), ("heun", 256, 0.1, 0, 1e-4),
+        ("sde", 64, 0.1, 0, 1e-4), ("heun", 16, 0.1, 20, 1e-4), ("heun", 16, 0.0, 0, 1e-4),
+        ("heun", 16, 0.5, 0, 1e-4), ("heun", 16, 2.0, 0, 1e-4),
+        # Stopping early: the last Euler step returns D(x; sigma_min), the model's own estimate of the clean rows.
+        ("euler", 8, 0.1, 0, 0.005), ("euler", 8, 0.1, 0, 0.02), ("euler", 8, 0.1, 0, 0.05),
+        ("euler", 4, 0.1, 0, 0.02), ("euler", 16, 0.1, 0, 0.02), ("heun", 8, 0.1, 0, 0.02),
+        ("euler", 8, 0.0, 0, 0.02), ("euler", 8, 1.0, 0, 0.02)]
 
 
 def cell(m: dict) -> str:
@@ -36,20 +41,23 @@ def cell(m: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_args(parser, "jobs/diffusion.yaml")
-    cfg = config_from_args(DiffusionConfig, parser.parse_args(argv))
+    parser.add_argument("--first", type=int, default=0, help="skip the first N grid points")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(DiffusionConfig, args)
     cfg.eval.split = "val"
     encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
-    print("| dataset | sampler | steps | guidance | churn | NFE | composite | ground | Vendi (OAR) | Recall@5K | "
-          "latency b=1024 |")
-    print("|---" * 11 + "|")
+    print("| dataset | sampler | steps | sigma_min | guidance | churn | NFE | composite | ground | Vendi (OAR) | "
+          "Recall@5K | latency b=1024 |")
+    print("|---" * 12 + "|")
     for spec in cfg.datasets:
         cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress=False)
         model, _ = load_model(Path(cfg.run_dir) / spec.name / cfg.name / "model",
                               expect={"catalog_hash": cat.dataset.catalog_hash})
         queries = eval_queries(cat, cfg.eval, encoder)
         texts, emb, _ = queries["oar"]
-        for method, steps, guidance, churn in GRID:
-            sampler = dataclasses.replace(cfg.sampler, method=method, steps=steps, guidance=guidance, churn=churn)
+        for method, steps, guidance, churn, sigma_min in GRID[args.first:]:
+            sampler = dataclasses.replace(cfg.sampler, method=method, steps=steps, guidance=guidance, churn=churn,
+                                          sigma_min=sigma_min)
             fanout = DiffusionFanout(model, sampler, cat.index, cat.item_emb, cfg.seed)
             res = evaluate_method(fanout, cat, queries, cfg.eval, cfg.reward)
             latency = (f"{fanout_latency(fanout, texts, emb, 1024, cfg.eval.k, cfg.reward.wscr_m, 3):.2f} s"
@@ -57,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             nfe = (2 * steps - 1 if method == "heun" else steps) * (2 if guidance else 1)
             cells = [cell(res[task][key]) for task, key in
                      (("oar", "composite"), ("oar", "ground"), ("oar", "div_raw"), ("wscr", "recall"))]
-            print(f"| {spec.name} | {method} | {steps} | {guidance} | {churn} | {nfe} | {' | '.join(cells)} | "
-                  f"{latency} |", flush=True)
+            print(f"| {spec.name} | {method} | {steps} | {sigma_min:g} | {guidance} | {churn} | {nfe} | "
+                  f"{' | '.join(cells)} | {latency} |", flush=True)
     return 0
 
 

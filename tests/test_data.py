@@ -559,6 +559,10 @@ def test_atomic_path_success_replaces(tmp_path: Path) -> None:
         assert not path.exists()  # nothing visible under the final name until the block finishes
     assert path.read_bytes() == b"whole"
     assert files_in(path.parent) == {"artifact.bin"}
+    # Readable like any file this process creates (mkstemp alone would leave it 0600).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_write_parquet_crash_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
