@@ -15,7 +15,7 @@ from r4t.config import DiffusionConfig, load_config
 from r4t.diffusion.checkpoint import load_model
 from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
 from r4t.diffusion.train import fixed_loss
-from r4t.errors import ConfigError, ManifestMismatch
+from r4t.errors import ConfigError, DataError, ManifestMismatch
 from r4t.jobs import diffusion as job
 from r4t.jobs import synth as synth_job
 from test_synth import synth_config
@@ -109,6 +109,8 @@ def test_config_checks(tmp_path, tiny_rl_source):
         job.model_config(diffusion_config(tmp_path, tiny_rl_source, 10, "model.preset=huge"), 384, 3)
     assert job.model_config(diffusion_config(tmp_path, tiny_rl_source, 10), 384, 3) == DenoiserConfig(
         dim=384, rows=3, hidden=32, mlp=64, heads=2, layers=1)
+    with pytest.raises(DataError, match="identity.teacher"):
+        job.evaluate(cfg, None, None, None, str(tmp_path / "moved-away"))
 
 
 def test_too_many_cpus_per_worker_is_refused_before_waiting_forever(ray_local, tmp_path):

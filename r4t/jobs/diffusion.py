@@ -24,7 +24,7 @@ from r4t.diffusion.checkpoint import EMA_WEIGHTS, export_model
 from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
 from r4t.diffusion.train import fit_denoiser
 from r4t.embed import TextEncoder
-from r4t.errors import ConfigError
+from r4t.errors import ConfigError, DataError
 from r4t.eval.methods import eval_queries, evaluate_method, fanout_latency
 from r4t.index import MANIFEST_FILE as INDEX_MANIFEST
 from r4t.index import check_manifest
@@ -85,6 +85,9 @@ def train(cfg: DiffusionConfig, cat: PreparedCatalog, root: Path) -> tuple[EDMDe
 
 def evaluate(cfg: DiffusionConfig, cat: PreparedCatalog, encoder: TextEncoder, model: EDMDenoiser,
              teacher: str) -> dict:
+    if not (Path(teacher) / "config.json").is_file():
+        raise DataError(f"the teacher policy {teacher!r} named by the targets' manifest (identity.teacher) is not "
+                        "there; run from the directory the synthesis ran in, or restore the RL checkpoint")
     methods = [NoFanout(cat.index, cat.item_emb),
                LMFanout("R4T-FOLM", teacher, encoder, cat.index, cat.item_emb, cfg.policy.template, cfg.reward.k,
                         cfg.policy.max_new_tokens, cfg.eval.lm_temperature, cfg.seed),
