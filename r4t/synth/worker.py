@@ -59,7 +59,8 @@ class SynthWorker:
             prompts = [build_prompt(q, self.gen.template, self.gen.k)
                        for q in shard.queries[start:start + s.prompts_per_call]]
             sampling = SamplingSettings(n=s.samples, temperature=s.temperature, top_p=s.top_p,
-                                        max_new_tokens=self.gen.max_new_tokens, seed=shard.seed * 1000 + j)
+                                        max_new_tokens=self.gen.max_new_tokens, seed=shard.seed * 1000 + j,
+                                        logprobs=False)
             out += [r.text for r in self.backend.generate(prompts, sampling)]
         return out
 
