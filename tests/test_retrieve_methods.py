@@ -9,7 +9,7 @@ from conftest import TINY_K
 from r4t.config import RewardConfig, SamplerConfig
 from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
 from r4t.policy.prompt import DEFAULT_TEMPLATE
-from r4t.retrieve.methods import DiffusionFanout, LMFanout, NoFanout
+from r4t.retrieve.methods import MMR, DiffusionFanout, LMFanout, NoFanout
 from r4t.rewards.parse import usable_subqueries
 
 QUERIES = ["beach vacation outfit", "winter office look", "night out accessories"]
@@ -42,7 +42,8 @@ def test_lm_fanout_grounds_its_subqueries(tiny_catalog, encoder, tiny_policy):
     _check(res, 3, 5)
     assert all(1 <= len(s) <= TINY_K for s in res.subqueries)
     # A completion with no usable line falls back to the query itself.
-    method.backend.generate = lambda prompts, settings: [type("R", (), {"text": ""})() for _ in prompts]
+    method.backend.generate = lambda prompts, settings: [type("R", (), {"text": "", "prompt_index": i})()
+                                                         for i in range(len(prompts))]
     res = method.retrieve(QUERIES[:1], encoder.encode(QUERIES[:1]), 5, 2)
     assert res.subqueries == [QUERIES[:1]]
     np.testing.assert_array_equal(np.sort(res.items[0]),
@@ -78,3 +79,33 @@ def test_evaluate_method_scores_every_task(tiny_catalog, encoder):
     assert 1 <= res["oar"]["div_raw"]["mean"] <= 4 and 0 <= res["wscr"]["recall"]["mean"] <= 1
     assert res["examples"][0]["query"] == QUERIES[0] and len(res["examples"][0]["items"]) == 4
     assert fanout_latency(method, QUERIES, q, 5, 4, 2, repeats=2) > 0
+
+
+def test_best_of_n_keeps_the_best_composite_of_its_samples(tiny_catalog, encoder, tiny_policy):
+    from r4t.rewards.set_metrics import set_quality
+
+    reward = RewardConfig(k=TINY_K)
+    q = encoder.encode(QUERIES)
+    best = LMFanout("best-of-4", str(tiny_policy), encoder, tiny_catalog.index, tiny_catalog.emb, DEFAULT_TEMPLATE,
+                    TINY_K, max_new_tokens=48, seed=2, samples=4, reward=reward)
+    subqueries = best.generate(QUERIES)
+    assert len(subqueries) == 12
+    items, ground, _ = best._ground(subqueries, 5, 2)
+    score = set_quality(np.repeat(q, 4, axis=0), items, tiny_catalog.emb, ground, reward)["composite"]
+    res = best.retrieve(QUERIES, q, 5, 2)
+    _check(res, 3, 5)
+    chosen = set_quality(q, res.items, tiny_catalog.emb, res.ground, reward)["composite"]
+    np.testing.assert_allclose(chosen, score.reshape(3, 4).max(axis=1))
+
+
+def test_mmr_trades_relevance_for_diversity(tiny_catalog, encoder):
+    q = encoder.encode(["red leather boots"])
+    nearest = tiny_catalog.index.search(q, 6)[1][0]
+    relevance_only = MMR(tiny_catalog.index, tiny_catalog.emb, lam=1.0, candidates=30).select(q, 6)[0]
+    np.testing.assert_array_equal(relevance_only, nearest)  # lam = 1: plain nearest neighbours
+    diverse = MMR(tiny_catalog.index, tiny_catalog.emb, lam=0.3, candidates=30).select(q, 6)[0]
+    assert len(set(diverse.tolist())) == 6 and diverse[0] == nearest[0]
+    codes = tiny_catalog.category_codes
+    assert len(set(codes[diverse])) > len(set(codes[nearest]))  # more categories than the 6 nearest
+    res = MMR(tiny_catalog.index, tiny_catalog.emb).retrieve(["q"], q, 4, 2)
+    _check(res, 1, 4)
