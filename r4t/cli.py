@@ -113,6 +113,15 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     bench_foundation(config_from_args(PrepareConfig, args), args.dataset, args.seconds)
 
 
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from r4t.config import EvalConfig
+    from r4t.jobs.eval import run
+
+    out = run(config_from_args(EvalConfig, args))
+    print(out["table"])
+    print(f"report: {out['report']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r4t", description="R4T set-valued retrieval on Ray")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write scores here (default: stdout)")
     add_config_args(p, "jobs/data.yaml")
     p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("eval", help="compare every fan-out method on a split: report.md, metrics.json, plots")
+    add_config_args(p, "jobs/eval.yaml")
+    p.set_defaults(func=_cmd_eval)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="suite", required=True)
     p = bench.add_parser("foundation", help="encoder sentences/s, index queries/s, scorer fan-outs/s")

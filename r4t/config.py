@@ -427,6 +427,39 @@ class DiffusionConfig(RunConfig):
     eval: RetrievalEvalConfig = field(default_factory=RetrievalEvalConfig)
 
 
+METHODS = ("no fan-out", "MMR", "zero-shot LM", "best-of-N LM", "R4T-FOLM", "R4T-Diffusion")
+
+
+@dataclass
+class MethodsConfig:
+    """Which fan-out methods `r4t eval` compares, and where their artifacts are (under <run_dir>/<dataset>/)."""
+
+    names: list[str] = field(default_factory=lambda: list(METHODS))
+    rl_run: str = "rl"  # R4T-FOLM: the final checkpoint of this RL run; zero-shot and best-of-N use its warm start
+    diffusion_run: str = "diffusion"  # R4T-Diffusion: <diffusion_run>/model
+    best_of: int = 4  # N of best-of-N
+    mmr_lambda: float = 0.5  # relevance weight of MMR
+    mmr_candidates: int = 100
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.names if n not in METHODS]
+        _require(not unknown and bool(self.names), "methods.names", self.names, f"known methods: {METHODS}")
+        _require(self.best_of >= 2, "methods.best_of", self.best_of, "must be at least 2")
+        _require(0 <= self.mmr_lambda <= 1, "methods.mmr_lambda", self.mmr_lambda, "must be in [0, 1]")
+        _require(self.mmr_candidates >= 1, "methods.mmr_candidates", self.mmr_candidates, "must be positive")
+
+
+@dataclass
+class EvalConfig(RunConfig):
+    """`r4t eval` (jobs/eval.yaml): every method on a split, quality with intervals and fan-out latency."""
+
+    out: str = "report"  # folder under <run_dir>/ for report.md, metrics.json and the plots
+    methods: MethodsConfig = field(default_factory=MethodsConfig)
+    eval: RetrievalEvalConfig = field(default_factory=lambda: RetrievalEvalConfig(latency_batches=[1, 8, 1024]))
+    policy: PolicyConfig = field(default_factory=PolicyConfig)  # how the LM methods generate
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+
 @dataclass
 class DemoConfig(RunConfig):
     """The embedded default (jobs/demo.yaml): every stage in one file, sized for a 2-core machine."""

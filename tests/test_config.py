@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from r4t.config import (
-    BaselineEvalConfig, DatasetSpec, DemoConfig, DiffusionConfig, EmbedConfig, IndexConfig, PrepareConfig,
+    BaselineEvalConfig, DatasetSpec, DemoConfig, DiffusionConfig, EmbedConfig, EvalConfig, IndexConfig, PrepareConfig,
     RewardConfig, RLConfig, SynthConfig, load_config, to_dict,
 )
 from r4t.errors import ConfigError
@@ -40,7 +40,7 @@ def test_defaults_load() -> None:
 
 @pytest.mark.parametrize("name, schema", [("data.yaml", PrepareConfig), ("demo.yaml", DemoConfig),
                                           ("rl.yaml", RLConfig), ("synth.yaml", SynthConfig),
-                                          ("diffusion.yaml", DiffusionConfig)])
+                                          ("diffusion.yaml", DiffusionConfig), ("eval.yaml", EvalConfig)])
 def test_job_files_load(name: str, schema: type) -> None:
     cfg = load_config(schema, JOBS / name)
     assert isinstance(cfg, schema)
@@ -218,7 +218,8 @@ def test_gpu_quoted_values() -> None:
     assert load_config(PrepareConfig, None, ["index.gpu='off'"]).index.gpu == "off"
 
 
-@pytest.mark.parametrize("name, schema", [("synth.yaml", SynthConfig), ("diffusion.yaml", DiffusionConfig)])
+@pytest.mark.parametrize("name, schema", [("synth.yaml", SynthConfig), ("diffusion.yaml", DiffusionConfig),
+                                          ("eval.yaml", EvalConfig)])
 def test_stage_files_spell_out_the_defaults(name: str, schema: type) -> None:
     """These job files document every setting: each value in them is the schema's default (no silent drift)."""
     loaded = to_dict(load_config(schema, JOBS / name))

@@ -1,0 +1,131 @@
+"""The evaluation report: report.md (tables, latency ratios, example sets), metrics.json and PNG plots.
+
+results: {dataset: {"queries": {task: n}, "methods": {method: {"oar": {metric: {mean, lo, hi}}, "wscr": {...},
+"examples": [...], "latency_s": {batch: seconds}}}}}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from r4t.io import atomic_path, write_json
+
+# (column title, task, metric key)
+QUALITY = (("composite", "oar", "composite"), ("ground", "oar", "ground"), ("div", "oar", "div"),
+           ("Vendi", "oar", "div_raw"), ("align", "oar", "align"), ("cat. share", "oar", "category_share"),
+           ("Recall@5K", "wscr", "recall"), ("Hit@5K", "wscr", "hit"))
+REFERENCE = "R4T-Diffusion"  # latency ratios are to this method when it is evaluated
+
+
+def _cell(m: dict | None) -> str:
+    return "-" if m is None or not np.isfinite(m["mean"]) else f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
+
+
+def quality_table(results: dict) -> str:
+    lines = ["| dataset | method | " + " | ".join(t for t, _, _ in QUALITY) + " |",
+             "|---|---|" + "---|" * len(QUALITY)]
+    for dataset, res in results.items():
+        for method, r in res["methods"].items():
+            lines.append(f"| {dataset} | {method} | " + " | ".join(_cell(r.get(task, {}).get(key))
+                                                              for _, task, key in QUALITY) + " |")
+    return "\n".join(lines)
+
+
+def latency_table(results: dict) -> str:
+    batches = sorted({int(b) for res in results.values() for r in res["methods"].values() for b in r["latency_s"]})
+    lines = ["| dataset | method | " + " | ".join(f"batch {b}" for b in batches) + " |",
+             "|---|---|" + "---|" * len(batches)]
+    for dataset, res in results.items():
+        ref = res["methods"].get(REFERENCE, {}).get("latency_s", {})
+        for method, r in res["methods"].items():
+            cells = []
+            for b in batches:
+                t = r["latency_s"].get(str(b))
+                ratio = f" ({t / ref[str(b)]:.1f}x)" if t is not None and str(b) in ref else ""
+                cells.append("-" if t is None else f"{t:.3f} s{ratio}")
+            lines.append(f"| {dataset} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def examples_section(results: dict) -> str:
+    out = []
+    for dataset, res in results.items():
+        out.append(f"### {dataset}")
+        queries = [e["query"] for e in next(iter(res["methods"].values())).get("examples", [])]
+        for i, query in enumerate(queries):
+            out.append(f"\n**{query}**\n")
+            for method, r in res["methods"].items():
+                ex = r.get("examples", [])
+                if i < len(ex):
+                    out.append(f"- {method}: " + " · ".join(ex[i]["items"]))
+        out.append("")
+    return "\n".join(out)
+
+
+def plot(results: dict, folder: Path) -> list[Path]:
+    """Per dataset: a bar chart per metric with 95% intervals; latency vs batch size (log-log); composite vs
+    latency at the largest batch."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for dataset, res in results.items():
+        methods = list(res["methods"])
+        fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+        for ax, (title, task, key) in zip(axes.ravel(), QUALITY):
+            vals = [res["methods"][m].get(task, {}).get(key) for m in methods]
+            mean = [v["mean"] if v else np.nan for v in vals]
+            err = np.array([[v["mean"] - v["lo"], v["hi"] - v["mean"]] if v else [0, 0] for v in vals]).T
+            ax.bar(range(len(methods)), mean, yerr=err, capsize=3, color=plt.cm.tab10(np.arange(len(methods))))
+            ax.set_title(title)
+            ax.set_xticks(range(len(methods)), methods, rotation=40, ha="right", fontsize=7)
+        fig.suptitle(f"{dataset}: mean and 95% bootstrap interval over queries")
+        fig.tight_layout()
+        paths.append(_save(fig, folder / f"metrics_{dataset}.png"))
+
+        fig, (lat, scat) = plt.subplots(1, 2, figsize=(12, 4.5))
+        for n, m in enumerate(methods):
+            pts = sorted((int(b), t) for b, t in res["methods"][m]["latency_s"].items())
+            lat.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=plt.cm.tab10(n), label=m)
+            comp = res["methods"][m].get("oar", {}).get("composite")
+            if comp and pts:
+                scat.errorbar(pts[-1][1], comp["mean"], yerr=[[comp["mean"] - comp["lo"]], [comp["hi"] - comp["mean"]]],
+                              fmt="o", color=plt.cm.tab10(n), label=m, capsize=3)
+        lat.set(xscale="log", yscale="log", xlabel="batch size (queries)", ylabel="fan-out latency (s)",
+                title=f"{dataset}: latency vs batch size")
+        scat.set(xscale="log", xlabel="fan-out latency at the largest batch (s)", ylabel="composite",
+                 title=f"{dataset}: quality vs latency")
+        lat.legend(fontsize=7)
+        scat.legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(_save(fig, folder / f"latency_{dataset}.png"))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(folder: Path, results: dict, config: dict, machine: str) -> Path:
+    """report.md, metrics.json and the plots under `folder`; metrics.json last."""
+    folder.mkdir(parents=True, exist_ok=True)
+    plots = plot(results, folder)
+    text = ["# r4t evaluation", "", f"Machine: {machine}", "",
+            "Quality: mean [95% bootstrap interval over queries]; every method returns K grounded items.", "",
+            quality_table(results), "", "## Fan-out latency (median of repeats after a warm-up; ratio to "
+            f"{REFERENCE})", "", latency_table(results), "", "## Plots", "",
+            *[f"![{p.stem}]({p.name})" for p in plots], "", "## Example sets (query → items)", "",
+            examples_section(results)]
+    with atomic_path(folder / "report.md") as tmp:
+        tmp.write_text("\n".join(text) + "\n", encoding="utf-8")
+    write_json(folder / "metrics.json", {"config": config, "machine": machine, "results": results})
+    return folder / "report.md"
