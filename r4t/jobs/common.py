@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 import ray
 
@@ -25,3 +25,12 @@ def ensure_ray() -> None:
     """Join the cluster of `ray job submit` (RAY_ADDRESS) or a running one; otherwise start a local Ray."""
     if not ray.is_initialized():
         ray.init(log_to_driver=False, include_dashboard=None)
+
+
+def stage_main(argv: list[str] | None, doc: str, stage: str, schema: type[T], run: Callable[[T], dict],
+               report: Callable[[dict], str]) -> int:
+    """`python -m r4t.jobs.<stage> [--config jobs/<stage>.yaml] [key=value ...]`: run the stage, print its report."""
+    parser = argparse.ArgumentParser(prog=f"python -m r4t.jobs.{stage}", description=doc.splitlines()[0])
+    add_config_args(parser, f"jobs/{stage}.yaml")
+    print(report(run(config_from_args(schema, parser.parse_args(argv)))))
+    return 0

@@ -8,7 +8,6 @@ Rerunning reuses every artifact whose manifest still matches the config.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from r4t.config import PrepareConfig, to_dict
 from r4t.embed import TextEncoder
 from r4t.eval.baselines import evaluate_baselines, format_table
 from r4t.io import atomic_path, write_json
-from r4t.jobs.common import add_config_args, config_from_args
+from r4t.jobs.common import stage_main
 
 
 def prepare_all(cfg: PrepareConfig, encoder: TextEncoder, progress: bool = True) -> dict[str, PreparedCatalog]:
@@ -40,11 +39,7 @@ def run(cfg: PrepareConfig, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m r4t.jobs.data", description=__doc__.splitlines()[0])
-    add_config_args(parser, "jobs/data.yaml")
-    out = run(config_from_args(PrepareConfig, parser.parse_args(argv)))
-    print(out["table"])
-    return 0
+    return stage_main(argv, __doc__, "data", PrepareConfig, run, lambda out: out["table"])
 
 
 if __name__ == "__main__":

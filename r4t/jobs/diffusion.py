@@ -9,7 +9,6 @@ model/ (EMA weights, config, manifest), eval.json and eval.md.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from r4t.eval.methods import eval_queries, evaluate_method, fanout_latency
 from r4t.index import MANIFEST_FILE as INDEX_MANIFEST
 from r4t.index import check_manifest
 from r4t.io import atomic_path, sha256_file, write_json
-from r4t.jobs.common import add_config_args, config_from_args, ensure_ray
+from r4t.jobs.common import ensure_ray, stage_main
 from r4t.retrieve.methods import DiffusionFanout, LMFanout, NoFanout
 from r4t.synth.targets import query_embeddings, read_manifest, read_targets, target_arrays
 
@@ -144,13 +143,12 @@ def run(cfg: DiffusionConfig, progress: bool = True) -> dict:
     return {"results": results, "table": table, "seconds": time.perf_counter() - start}
 
 
+def report(out: dict) -> str:
+    return f"{out['table']}\ndiffusion stage finished in {out['seconds']:.0f} s"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m r4t.jobs.diffusion", description=__doc__.splitlines()[0])
-    add_config_args(parser, "jobs/diffusion.yaml")
-    out = run(config_from_args(DiffusionConfig, parser.parse_args(argv)))
-    print(out["table"])
-    print(f"diffusion stage finished in {out['seconds']:.0f} s")
-    return 0
+    return stage_main(argv, __doc__, "diffusion", DiffusionConfig, run, report)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ that names the stage to run.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from r4t.errors import DataError
 from r4t.eval.methods import eval_queries, evaluate_method, fanout_latency
 from r4t.eval.report import quality_table, write_report
 from r4t.io import read_json
-from r4t.jobs.common import add_config_args, config_from_args
+from r4t.jobs.common import stage_main
 from r4t.policy.model import INFO_FILE
 from r4t.retrieve.methods import MMR, DiffusionFanout, FanoutMethod, LMFanout, NoFanout
 from r4t.rl.checkpoint import latest_checkpoint
@@ -82,13 +81,12 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     return {"results": results, "report": str(report), "table": quality_table(results)}
 
 
+def report(out: dict) -> str:
+    return f"{out['table']}\nreport: {out['report']}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m r4t.jobs.eval", description=__doc__.splitlines()[0])
-    add_config_args(parser, "jobs/eval.yaml")
-    out = run(config_from_args(EvalConfig, parser.parse_args(argv)))
-    print(out["table"])
-    print(f"report: {out['report']}")
-    return 0
+    return stage_main(argv, __doc__, "eval", EvalConfig, run, report)
 
 
 if __name__ == "__main__":

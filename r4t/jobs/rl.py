@@ -10,7 +10,6 @@ Writes under <run_dir>/<dataset>/: policy/warm_start/ (shared by every RL run), 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from r4t.catalog import PreparedCatalog, prepare_catalog
 from r4t.config import RLConfig, to_dict
 from r4t.embed import TextEncoder
 from r4t.io import atomic_path, read_json, write_json
-from r4t.jobs.common import add_config_args, config_from_args, ensure_ray
+from r4t.jobs.common import ensure_ray, stage_main
 from r4t.policy.bootstrap import bootstrap_policy
 from r4t.policy.model import INFO_FILE
 from r4t.rewards.scorer import RewardScorer
@@ -102,13 +101,12 @@ def run(cfg: RLConfig, progress: bool = True) -> dict:
             "dataset_seconds": seconds}
 
 
+def report(out: dict) -> str:
+    return f"{out['table']}\nRL stage finished in {out['seconds']:.0f} s"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m r4t.jobs.rl", description=__doc__.splitlines()[0])
-    add_config_args(parser, "jobs/rl.yaml")
-    out = run(config_from_args(RLConfig, parser.parse_args(argv)))
-    print(out["table"])
-    print(f"RL stage finished in {out['seconds']:.0f} s")
-    return 0
+    return stage_main(argv, __doc__, "rl", RLConfig, run, report)
 
 
 if __name__ == "__main__":

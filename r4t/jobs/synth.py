@@ -9,7 +9,6 @@ A rerun skips finished shards, so a killed run resumes without losing or duplica
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from r4t.config import SynthConfig
 from r4t.embed import TextEncoder
 from r4t.errors import ConfigError, DataError
 from r4t.io import read_json, sha256_file
-from r4t.jobs.common import add_config_args, config_from_args, ensure_ray
+from r4t.jobs.common import ensure_ray, stage_main
 from r4t.policy.model import INFO_FILE
 from r4t.rewards.scorer import scorer_factory
 from r4t.rl.checkpoint import latest_checkpoint
@@ -108,11 +107,7 @@ def summary(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m r4t.jobs.synth", description=__doc__.splitlines()[0])
-    add_config_args(parser, "jobs/synth.yaml")
-    cfg = config_from_args(SynthConfig, parser.parse_args(argv))
-    print(summary(run(cfg)))
-    return 0
+    return stage_main(argv, __doc__, "synth", SynthConfig, run, summary)
 
 
 if __name__ == "__main__":
