@@ -93,10 +93,17 @@ def manifest_of(run_dir: Path, key: str | None = "identity"):
     return m if key is None else m[key]
 
 
-def test_model_manifest_mismatch_is_refused(tiny_targets):
+@pytest.fixture()
+def trained_model(tiny_targets, tiny_rl_source) -> Path:
+    """The exported model of the training test (in file order it ran already); trained here when run alone."""
     folder = tiny_targets / "tiny" / "diffusion" / "model"
     if not folder.is_dir():
-        pytest.skip("needs the trained model of the previous test")
+        job.run(diffusion_config(tiny_targets, tiny_rl_source, 40), progress=False)
+    return folder
+
+
+def test_model_manifest_mismatch_is_refused(trained_model):
+    folder = trained_model
     with pytest.raises(ManifestMismatch, match="field 'dim'"):
         load_model(folder, expect={"dim": 128})
 
@@ -122,15 +129,12 @@ def test_too_many_cpus_per_worker_is_refused_before_waiting_forever(ray_local, t
                      tmp_path, 0, (np.zeros((1, 10, 8)), np.zeros((1, 8)), np.ones(1)), tmp_path / "m.jsonl", {})
 
 
-def test_r4t_eval_compares_methods_and_writes_the_report(tiny_targets, tiny_rl_source, tiny_policy):
+def test_r4t_eval_compares_methods_and_writes_the_report(tiny_targets, tiny_rl_source, tiny_policy, trained_model):
     """`r4t eval` over the artifacts of the stages: quality tables, latency with ratios, plots, metrics.json."""
     import shutil
 
     from r4t.cli import main
 
-    folder = tiny_targets / "tiny" / "diffusion" / "model"
-    if not folder.is_dir():
-        pytest.skip("needs the trained model of the training test")
     shutil.copytree(tiny_policy, tiny_targets / "tiny" / "policy" / "warm_start", dirs_exist_ok=True)
     base = ["eval", "--config", str(REPO / "jobs" / "eval.yaml"), f"run_dir={tiny_targets}",
             f"datasets=[{{name: tiny, format: r4t, path: '{tiny_rl_source}'}}]", "reward.k=3", "eval.k=3",
