@@ -20,6 +20,7 @@ from r4t.config import DiffusionConfig
 from r4t.diffusion.checkpoint import load_model
 from r4t.embed import TextEncoder
 from r4t.eval.methods import eval_queries, evaluate_method, fanout_latency
+from r4t.eval.report import interval_cell
 from r4t.jobs.common import add_config_args, config_from_args
 from r4t.retrieve.methods import DiffusionFanout
 
@@ -32,10 +33,6 @@ GRID = [("euler", 8, 0.1, 0, 1e-4), ("heun", 4, 0.1, 0, 1e-4), ("heun", 8, 0.1, 
         ("euler", 8, 0.1, 0, 0.005), ("euler", 8, 0.1, 0, 0.02), ("euler", 8, 0.1, 0, 0.05),
         ("euler", 4, 0.1, 0, 0.02), ("euler", 16, 0.1, 0, 0.02), ("heun", 8, 0.1, 0, 0.02),
         ("euler", 8, 0.0, 0, 0.02), ("euler", 8, 1.0, 0, 0.02)]
-
-
-def cell(m: dict) -> str:
-    return f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             latency = (f"{fanout_latency(fanout, texts, emb, 1024, cfg.eval.k, cfg.reward.wscr_m, 3):.2f} s"
                        if steps <= 32 else "-")
             nfe = (2 * steps - 1 if method == "heun" else steps) * (2 if guidance else 1)
-            cells = [cell(res[task][key]) for task, key in
+            cells = [interval_cell(res[task][key]) for task, key in
                      (("oar", "composite"), ("oar", "ground"), ("oar", "div_raw"), ("wscr", "recall"))]
             print(f"| {spec.name} | {method} | {steps} | {sigma_min:g} | {guidance} | {churn} | {nfe} | "
                   f"{' | '.join(cells)} | {latency} |", flush=True)

@@ -19,7 +19,8 @@ QUALITY = (("composite", "oar", "composite"), ("ground", "oar", "ground"), ("div
 REFERENCE = "R4T-Diffusion"  # latency ratios are to this method when it is evaluated
 
 
-def _cell(m: dict | None) -> str:
+def interval_cell(m: dict | None) -> str:
+    """mean [lo, hi], or - when the metric does not apply."""
     return "-" if m is None or not np.isfinite(m["mean"]) else f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
 
 
@@ -28,7 +29,7 @@ def quality_table(results: dict) -> str:
              "|---|---|" + "---|" * len(QUALITY)]
     for dataset, res in results.items():
         for method, r in res["methods"].items():
-            lines.append(f"| {dataset} | {method} | " + " | ".join(_cell(r.get(task, {}).get(key))
+            lines.append(f"| {dataset} | {method} | " + " | ".join(interval_cell(r.get(task, {}).get(key))
                                                               for _, task, key in QUALITY) + " |")
     return "\n".join(lines)
 

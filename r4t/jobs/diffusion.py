@@ -25,17 +25,13 @@ from r4t.diffusion.train import fit_denoiser
 from r4t.embed import TextEncoder
 from r4t.errors import ConfigError, DataError
 from r4t.eval.methods import eval_queries, evaluate_method, fanout_latency
+from r4t.eval.report import latency_table, quality_table
 from r4t.index import MANIFEST_FILE as INDEX_MANIFEST
 from r4t.index import check_manifest
 from r4t.io import atomic_path, sha256_file, write_json
 from r4t.jobs.common import ensure_ray, stage_main
 from r4t.retrieve.methods import DiffusionFanout, LMFanout, NoFanout
 from r4t.synth.targets import query_embeddings, read_manifest, read_targets, target_arrays
-
-COLUMNS = (("composite", "oar", "composite"), ("ground", "oar", "ground"), ("div", "oar", "div"),
-           ("Vendi (OAR)", "oar", "div_raw"), ("align", "oar", "align"), ("cat. share", "oar", "category_share"),
-           ("Recall@5K", "wscr", "recall"), ("Hit@5K", "wscr", "hit"), ("Vendi (WSCR)", "wscr", "div_raw"))
-
 
 def targets_folder(cfg: DiffusionConfig, root: Path) -> Path:
     return root / cfg.targets if (root / cfg.targets).is_dir() else Path(cfg.targets)
@@ -102,27 +98,16 @@ def evaluate(cfg: DiffusionConfig, cat: PreparedCatalog, encoder: TextEncoder, m
             "sampler": to_dict(cfg.sampler), "threads": torch.get_num_threads()}
 
 
-def format_table(dataset: str, ev: dict) -> str:
-    diffusion = ev["methods"]["R4T-Diffusion"]["latency_s"]
-    batches = list(diffusion)
-    lines = ["| dataset | method | " + " | ".join(c for c, _, _ in COLUMNS) + " | "
-             + " | ".join(f"latency b={b} (x diffusion)" for b in batches) + " |",
-             "|---|---|" + "---|" * (len(COLUMNS) + len(batches))]
-    for name, res in ev["methods"].items():
-        cells = []
-        for _, task, metric in COLUMNS:
-            m = res.get(task, {}).get(metric)
-            cells.append("-" if m is None else f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]")
-        cells += [f"{res['latency_s'][b]:.3f} s ({res['latency_s'][b] / diffusion[b]:.1f}x)" for b in batches]
-        lines.append(f"| {dataset} | {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def tables(results: dict) -> str:
+    """Quality with intervals, then fan-out latency with the ratio to R4T-Diffusion (the `r4t eval` tables)."""
+    return f"{quality_table(results)}\n\nFan-out latency (ratio to R4T-Diffusion):\n\n{latency_table(results)}"
 
 
 def run(cfg: DiffusionConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
     ensure_ray()
     encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
-    results, tables = {}, []
+    results = {}
     for spec in cfg.datasets:
         cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress)
         root = Path(cfg.run_dir) / spec.name
@@ -133,14 +118,12 @@ def run(cfg: DiffusionConfig, progress: bool = True) -> dict:
         ev["train_seconds"] = train_seconds
         out = root / cfg.name
         write_json(out / "eval.json", {"eval": to_dict(cfg.eval), **ev})
-        tables.append(format_table(spec.name, ev))
         with atomic_path(out / "eval.md") as tmp:
             tmp.write_text(f"# {spec.name}: {cfg.name} ({cfg.eval.split} split, sampler {cfg.sampler.method} "
-                           f"{cfg.sampler.steps} steps, guidance {cfg.sampler.guidance})\n\n{tables[-1]}\n")
+                           f"{cfg.sampler.steps} steps, guidance {cfg.sampler.guidance})\n\n"
+                           f"{tables({spec.name: ev})}\n")
         results[spec.name] = ev
-    header, rule = tables[0].splitlines()[:2] if tables else ("", "")
-    table = "\n".join([header, rule] + [line for t in tables for line in t.splitlines()[2:]])
-    return {"results": results, "table": table, "seconds": time.perf_counter() - start}
+    return {"results": results, "table": tables(results), "seconds": time.perf_counter() - start}
 
 
 def report(out: dict) -> str:

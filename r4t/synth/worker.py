@@ -96,11 +96,9 @@ class SynthWorker:
             "subqueries": [scored["subqueries"][i] for i in keep], "item_ids": item_ids,
             "policy_hash": [self.gen.policy_hash] * len(keep)}
         write_shard(Path(shard.path), columns, self.settings.rows, self.scorer.index.dim, self.identity)
-        valid = np.arange(self.settings.rows)[None, :] < n_valid[:, None]
         return {"split": shard.split, "shard": shard.index, "rows": len(keep), "samples": len(completions),
                 "malformed": int(scored["malformed"].sum()), "reward_sum": float(scored["reward"][keep].sum()),
-                "sum_sq": float(np.square(target[valid].astype(np.float64)).sum()),
-                "values": int(valid.sum()) * target.shape[-1], "seconds": time.perf_counter() - start}
+                "seconds": time.perf_counter() - start}
 
     def _keep(self, reward: np.ndarray, malformed: np.ndarray, n_queries: int) -> np.ndarray:
         """Indices of the samples kept: well-formed ones, and of those the best `keep_top` per query (ties by
