@@ -9,7 +9,7 @@ from conftest import TINY_K
 from r4t.config import RewardConfig, SamplerConfig
 from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
 from r4t.policy.prompt import DEFAULT_TEMPLATE
-from r4t.retrieve.methods import MMR, DiffusionFanout, LMFanout, NoFanout
+from r4t.retrieve.methods import MMR, CategoryDiverse, DiffusionFanout, LMFanout, NoFanout
 from r4t.rewards.parse import usable_subqueries
 
 QUERIES = ["beach vacation outfit", "winter office look", "night out accessories"]
@@ -21,25 +21,30 @@ def test_usable_subqueries_keeps_distinct_nonempty_lines():
     assert usable_subqueries("\n \n", 3) == []
 
 
-def _check(result, n_queries: int, k: int) -> None:
-    assert result.items.shape == (n_queries, k)
+def _check(result, n_queries: int, k: int, item_emb: np.ndarray, ordered: bool = True) -> None:
+    assert result.items.shape == result.scores.shape == (n_queries, k)
     assert all(len(set(row.tolist())) == k for row in result.items)
-    assert len(result.neighbours) == n_queries and np.all(result.ground <= 1.0 + 1e-6)
+    assert len(result.retrieved) == len(result.generated) == n_queries and np.all(result.ground <= 1.0 + 1e-6)
+    assert not ordered or np.all(np.diff(result.scores, axis=1) <= 1e-6)  # most confident first
+    for b in range(n_queries):  # each score is the cosine of the item to one of the generated rows
+        cos = result.generated[b] @ item_emb[result.items[b]].T  # [n, K]
+        assert np.all(np.isclose(cos, result.scores[b][None, :], atol=1e-4).any(axis=0))
 
 
 def test_no_fanout_is_the_nearest_items(tiny_catalog, encoder):
     q = encoder.encode(QUERIES)
     res = NoFanout(tiny_catalog.index, tiny_catalog.emb).retrieve(QUERIES, q, 4, 2)
-    _check(res, 3, 4)
+    _check(res, 3, 4, tiny_catalog.emb)
     np.testing.assert_array_equal(res.items, tiny_catalog.index.search(q, 4)[1])
-    assert res.neighbours[0].shape == (1, 8)  # WSCR: the m*K nearest, the same budget as a fan-out
+    # WSCR: the m*K nearest, the same retrieval budget as a fan-out of K rows with m items each
+    np.testing.assert_array_equal(res.retrieved[0], tiny_catalog.index.search(q, 8)[1][0])
 
 
 def test_lm_fanout_grounds_its_subqueries(tiny_catalog, encoder, tiny_policy):
     method = LMFanout("R4T-FOLM", str(tiny_policy), encoder, tiny_catalog.index, tiny_catalog.emb,
                       DEFAULT_TEMPLATE, TINY_K, max_new_tokens=48, seed=1)
     res = method.retrieve(QUERIES, encoder.encode(QUERIES), 5, 2)
-    _check(res, 3, 5)
+    _check(res, 3, 5, tiny_catalog.emb)
     assert all(1 <= len(s) <= TINY_K for s in res.subqueries)
     # A completion with no usable line falls back to the query itself.
     method.backend.generate = lambda prompts, settings: [type("R", (), {"text": "", "prompt_index": i})()
@@ -58,7 +63,8 @@ def test_diffusion_fanout_is_deterministic_per_seed(tiny_catalog, encoder):
     q = encoder.encode(QUERIES)
     a = DiffusionFanout(model, sampler, tiny_catalog.index, tiny_catalog.emb, seed=3).retrieve(QUERIES, q, 4, 2)
     b = DiffusionFanout(model, sampler, tiny_catalog.index, tiny_catalog.emb, seed=3).retrieve(QUERIES, q, 4, 2)
-    _check(a, 3, 4)
+    _check(a, 3, 4, tiny_catalog.emb)
+    assert all(len(r) == 4 * 2 for r in a.retrieved)  # each of the L=4 rows retrieves its m=2 nearest
     np.testing.assert_array_equal(a.items, b.items)
     rows = DiffusionFanout(model, sampler, tiny_catalog.index, tiny_catalog.emb).generate(q)
     assert rows.shape == (3, 4, q.shape[1])
@@ -77,6 +83,11 @@ def test_evaluate_method_scores_every_task(tiny_catalog, encoder):
     method = NoFanout(tiny_catalog.index, tiny_catalog.emb)
     res = evaluate_method(method, Cat, queries, RetrievalEvalConfig(k=4), RewardConfig(k=4, wscr_m=2))
     assert 1 <= res["oar"]["div_raw"]["mean"] <= 4 and 0 <= res["wscr"]["recall"]["mean"] <= 1
+    # Recall counts the whole m*K budget: a reference item ranked 8th of the 8 retrieved is found.
+    eighth = int(tiny_catalog.index.search(q[:1], 8)[1][0, 7])
+    only = {"wscr": (QUERIES[:1], q[:1], [{eighth}])}
+    assert evaluate_method(method, Cat, only, RetrievalEvalConfig(k=4),
+                           RewardConfig(k=4, wscr_m=2))["wscr"]["recall"]["mean"] == 1.0
     assert res["examples"][0]["query"] == QUERIES[0] and len(res["examples"][0]["items"]) == 4
     assert fanout_latency(method, QUERIES, q, 5, 4, 2, repeats=2) > 0
 
@@ -90,10 +101,10 @@ def test_best_of_n_keeps_the_best_composite_of_its_samples(tiny_catalog, encoder
                     TINY_K, max_new_tokens=48, seed=2, samples=4, reward=reward)
     subqueries = best.generate(QUERIES)
     assert len(subqueries) == 12
-    items, ground, _ = best._ground(subqueries, 5, 2)
-    score = set_quality(np.repeat(q, 4, axis=0), items, tiny_catalog.emb, ground, reward)["composite"]
+    every = best.ground(subqueries, 5, 2)
+    score = set_quality(np.repeat(q, 4, axis=0), every.items, tiny_catalog.emb, every.ground, reward)["composite"]
     res = best.retrieve(QUERIES, q, 5, 2)
-    _check(res, 3, 5)
+    _check(res, 3, 5, tiny_catalog.emb)
     chosen = set_quality(q, res.items, tiny_catalog.emb, res.ground, reward)["composite"]
     np.testing.assert_allclose(chosen, score.reshape(3, 4).max(axis=1))
 
@@ -108,4 +119,16 @@ def test_mmr_trades_relevance_for_diversity(tiny_catalog, encoder):
     codes = tiny_catalog.category_codes
     assert len(set(codes[diverse])) > len(set(codes[nearest]))  # more categories than the 6 nearest
     res = MMR(tiny_catalog.index, tiny_catalog.emb).retrieve(["q"], q, 4, 2)
-    _check(res, 1, 4)
+    _check(res, 1, 4, tiny_catalog.emb, ordered=False)  # in the order MMR picked them
+
+
+def test_category_diverse_takes_one_item_per_category(tiny_catalog, encoder):
+    q = encoder.encode(QUERIES)
+    codes = tiny_catalog.category_codes
+    method = CategoryDiverse(tiny_catalog.index, tiny_catalog.emb, codes, candidates=40)
+    res = method.retrieve(QUERIES, q, 4, 2)
+    _check(res, 3, 4, tiny_catalog.emb, ordered=False)
+    assert all(len(set(codes[row])) == 4 for row in res.items)  # the tiny catalog has 5 categories
+    for row, retrieved in zip(res.items, res.retrieved):  # WSCR: m*K items, at most m per category
+        assert len(retrieved) == 8 and np.bincount(codes[retrieved]).max() <= 2
+        assert row[0] == retrieved[0]  # both start at the query's nearest item

@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 from r4t.catalog import PreparedCatalog
-from r4t.config import RetrievalEvalConfig, RewardConfig
+from r4t.config import BaselineEvalConfig, RetrievalEvalConfig, RewardConfig
 from r4t.embed import TextEncoder
 from r4t.eval.stats import mean_ci
 from r4t.retrieve.methods import FanoutMethod
@@ -22,7 +23,7 @@ OAR_METRICS = ("composite", "ground", "div", "div_raw", "align", "category_share
 WSCR_METRICS = ("recall", "hit", "div_raw")
 
 
-def eval_queries(cat: PreparedCatalog, cfg: RetrievalEvalConfig, encoder: TextEncoder) -> dict:
+def eval_queries(cat: PreparedCatalog, cfg: RetrievalEvalConfig | BaselineEvalConfig, encoder: TextEncoder) -> dict:
     """task → (texts, embeddings, reference rows or None)."""
     refs, row_of = cat.dataset.reference_sets(), {i: r for r, i in enumerate(cat.index.item_ids)}
     out = {}
@@ -39,13 +40,14 @@ def eval_queries(cat: PreparedCatalog, cfg: RetrievalEvalConfig, encoder: TextEn
     return out
 
 
-def evaluate_method(method: FanoutMethod, cat: PreparedCatalog, queries: dict, cfg: RetrievalEvalConfig,
+def evaluate_method(method: FanoutMethod, cat: PreparedCatalog, queries: dict,
+                    cfg: RetrievalEvalConfig | BaselineEvalConfig,
                     reward: RewardConfig, examples: int = 3) -> dict:
     """→ {"oar": {metric: {mean, lo, hi}}, "wscr": {...}, "examples": [{query, items, subqueries}]}."""
     result: dict = {}
     for task, (texts, emb, reference) in queries.items():
         res = method.retrieve(texts, emb, cfg.k, reward.wscr_m)
-        retrieved = [nb[:, :reward.wscr_m] for nb in res.neighbours] if task == "wscr" else None
+        retrieved = res.retrieved if task == "wscr" else None
         metrics = returned_set_metrics(emb, res.items, cat.item_emb, cat.category_codes, res.ground, reward,
                                        retrieved, reference)
         names = OAR_METRICS if task == "oar" else WSCR_METRICS
@@ -71,3 +73,26 @@ def fanout_latency(method: FanoutMethod, texts: list[str], emb: np.ndarray, batc
         method.retrieve(q_texts, q_emb, k, m)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def compare_methods(methods: list[FanoutMethod], cat: PreparedCatalog, queries: dict,
+                    cfg: RetrievalEvalConfig | BaselineEvalConfig, reward: RewardConfig,
+                    latency_batches: list[int] = (), latency_repeats: int = 1, progress: bool = True) -> dict:
+    """Every method on the same queries: quality, then fan-out latency per batch size on the first task's
+    queries. → {"queries": {task: n}, "methods": {name: {"oar", "wscr", "examples", "latency_s"}}}."""
+    texts, emb, _ = next(iter(queries.values()))
+    per_method = {}
+    with tqdm(total=len(methods) * (1 + len(latency_batches)), desc=f"eval {cat.name}", unit="step",
+              disable=not progress) as bar:
+        for method in methods:
+            bar.set_postfix_str(f"{method.name}: quality")
+            res = evaluate_method(method, cat, queries, cfg, reward)
+            bar.update()
+            res["latency_s"] = {}
+            for b in latency_batches:
+                bar.set_postfix_str(f"{method.name}: latency at batch {b}")
+                res["latency_s"][str(b)] = fanout_latency(method, texts, emb, b, cfg.k, reward.wscr_m,
+                                                          latency_repeats)
+                bar.update()
+            per_method[method.name] = res
+    return {"queries": {t: len(q[0]) for t, q in queries.items()}, "methods": per_method}

@@ -19,6 +19,20 @@ QUALITY = (("composite", "oar", "composite"), ("ground", "oar", "ground"), ("div
 REFERENCE = "R4T-Diffusion"  # latency ratios are to this method when it is evaluated
 
 
+LEGEND = """- **composite** = 0.6 ground + 0.2 div + 0.2 align (the reward weights), on OAR queries (abstract intents).
+- **ground**: 1 − mean distance of what the method generated (sub-queries, denoiser rows; the query itself for
+  no fan-out, category-diverse and MMR) to its nearest catalog item.
+- **div**: Vendi score of the K items normalized to [0, 1]; **Vendi**: the raw score, 1..K effective items.
+- **align**: mean cosine of the K items to the query.
+- **cat. share**: distinct categories among the K items / K (fashion: coarse groups such as top, shoes, bag;
+  music: distinct artists). No method trains on it.
+- **Recall@5K / Hit@5K** on WSCR queries (titles of human-curated sets): share of the reference set among the
+  m·K items the method retrieves (each generated row's m nearest; the query's m·K for methods that generate
+  nothing), and whether any of it was retrieved. No method trains on it here.
+- **fan-out latency**: generating and grounding the sets of a batch of queries (the LM methods: encoding their
+  sub-queries included; encoding the query itself, the same for every method, excluded)."""
+
+
 def interval_cell(m: dict | None) -> str:
     """mean [lo, hi], or - when the metric does not apply."""
     return "-" if m is None or not np.isfinite(m["mean"]) else f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
@@ -122,7 +136,7 @@ def write_report(folder: Path, results: dict, config: dict, machine: str) -> Pat
     plots = plot(results, folder)
     text = ["# r4t evaluation", "", f"Machine: {machine}", "",
             "Quality: mean [95% bootstrap interval over queries]; every method returns K grounded items.", "",
-            quality_table(results), "", "## Fan-out latency (median of repeats after a warm-up; ratio to "
+            quality_table(results), "", LEGEND, "", "## Fan-out latency (median of repeats after a warm-up; ratio to "
             f"{REFERENCE})", "", latency_table(results), "", "## Plots", "",
             *[f"![{p.stem}]({p.name})" for p in plots], "", "## Example sets (query → items)", "",
             examples_section(results)]

@@ -15,9 +15,11 @@ from pathlib import Path
 from r4t.catalog import PreparedCatalog, prepare_catalog
 from r4t.config import PrepareConfig, to_dict
 from r4t.embed import TextEncoder
-from r4t.eval.baselines import evaluate_baselines, format_table
+from r4t.eval.methods import compare_methods, eval_queries
+from r4t.eval.report import quality_table
 from r4t.io import atomic_path, write_json
 from r4t.jobs.common import stage_main
+from r4t.retrieve.methods import CategoryDiverse, NoFanout
 
 
 def prepare_all(cfg: PrepareConfig, encoder: TextEncoder, progress: bool = True) -> dict[str, PreparedCatalog]:
@@ -29,8 +31,13 @@ def run(cfg: PrepareConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
     encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
     catalogs = prepare_all(cfg, encoder, progress)
-    results = {name: evaluate_baselines(cat, encoder, cfg.eval, cfg.reward) for name, cat in catalogs.items()}
-    table = format_table(results)
+    results = {}
+    for name, cat in catalogs.items():
+        methods = [NoFanout(cat.index, cat.item_emb),
+                   CategoryDiverse(cat.index, cat.item_emb, cat.category_codes, cfg.eval.candidates)]
+        results[name] = compare_methods(methods, cat, eval_queries(cat, cfg.eval, encoder), cfg.eval, cfg.reward,
+                                        progress=progress)
+    table = quality_table(results)
     run_dir = Path(cfg.run_dir)
     write_json(run_dir / "baselines.json", {"config": to_dict(cfg), "results": results})
     with atomic_path(run_dir / "baselines.md") as tmp:

@@ -16,10 +16,9 @@ from r4t.diffusion.denoiser import EDMDenoiser
 from r4t.diffusion.samplers import generate_sets
 from r4t.embed import TextEncoder
 from r4t.errors import DataError
-from r4t.grounding import ground_sets
+from r4t.grounding import GroundedSets, ground_sets
 from r4t.index import ItemIndex
-from r4t.policy.backend import SamplingSettings
-from r4t.policy.hf_backend import TransformersBackend
+from r4t.policy.backend import SamplingSettings, make_backend
 from r4t.policy.prompt import build_prompt
 from r4t.rewards.parse import usable_subqueries
 from r4t.rewards.set_metrics import set_quality
@@ -28,23 +27,41 @@ from r4t.rewards.terms import groundedness
 
 @dataclass
 class FanoutResult:
-    items: np.ndarray  # [B, K] catalog rows, distinct per set
+    items: np.ndarray  # [B, K] catalog rows, distinct per set; most confident first (MMR, category-diverse: picked)
+    scores: np.ndarray  # [B, K] cosine of each item to the generated row (or the query) that claimed it
     ground: np.ndarray  # [B] groundedness of what the method generated
-    neighbours: list[np.ndarray]  # per set [n, >= m]: each generated row's nearest items (WSCR: union of top-m)
+    generated: list[np.ndarray]  # per set [n, d]: the sub-query or denoiser-row embeddings (the query if none)
+    retrieved: list[np.ndarray]  # per set: the items it retrieves for WSCR (each generated row's top m)
     subqueries: list[list[str]] | None = None  # LM methods: the sub-queries used
+
+    def take(self, rows: np.ndarray) -> "FanoutResult":
+        """The sets at positions `rows`."""
+        return FanoutResult(self.items[rows], self.scores[rows], self.ground[rows],
+                            [self.generated[i] for i in rows], [self.retrieved[i] for i in rows],
+                            None if self.subqueries is None else [self.subqueries[i] for i in rows])
 
 
 class FanoutMethod(Protocol):
     name: str
 
     def retrieve(self, queries: list[str], query_emb: np.ndarray, k: int, m: int) -> FanoutResult:
-        """K items per query; `m`: depth of each generated row's list kept for WSCR."""
+        """K items per query; `m`: items each generated row retrieves for WSCR coverage."""
 
 
-def _ground_rows(index: ItemIndex, item_emb: np.ndarray, rows: np.ndarray, k: int, m: int):
-    """rows [B, n, d] → (items [B, K], groundedness [B], neighbours [B, n, depth])."""
-    g = ground_sets(index, rows, k, m)
-    return g.items, groundedness(rows, item_emb[g.neighbours[:, :, 0]]), g.neighbours
+def grounded_result(index: ItemIndex, item_emb: np.ndarray, rows: np.ndarray, k: int, m: int) -> FanoutResult:
+    """Generated rows [B, n, d] → K distinct items per set (the shared grounding rule), scored."""
+    g: GroundedSets = ground_sets(index, rows, k, m)
+    ground = groundedness(rows, item_emb[g.neighbours[:, :, 0]])
+    return FanoutResult(g.items, g.scores, ground, list(rows), [nb[:, :m].ravel() for nb in g.neighbours])
+
+
+def _query_result(index: ItemIndex, item_emb: np.ndarray, query_emb: np.ndarray, items: np.ndarray,
+                  retrieved: np.ndarray) -> FanoutResult:
+    """For methods that generate nothing but the query: scores are cos(query, item), ground is the query's."""
+    scores = np.einsum("bkd,bd->bk", item_emb[items], query_emb).astype(np.float32)
+    nearest = item_emb[index.search(query_emb, 1)[1]]
+    return FanoutResult(items, scores, groundedness(query_emb[:, None], nearest), list(query_emb[:, None]),
+                        list(retrieved))
 
 
 class NoFanout:
@@ -57,8 +74,47 @@ class NoFanout:
 
     def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
         _, rows = self.index.search(query_emb, m * k)
-        ground = groundedness(query_emb[:, None], self.item_emb[rows[:, :1]])
-        return FanoutResult(rows[:, :k], ground, [r[None] for r in rows])
+        return _query_result(self.index, self.item_emb, query_emb, rows[:, :k], rows)
+
+
+class CategoryDiverse:
+    """A diversity heuristic: greedy by similarity over the query's `candidates` nearest items, at most one item
+    per category (fashion: coarse group; music: primary artist); for WSCR, m*K items with at most m per category.
+    When the candidates run out of categories the set is filled with the next most similar items."""
+
+    name = "category-diverse"
+
+    def __init__(self, index: ItemIndex, item_emb: np.ndarray, category_codes: np.ndarray, candidates: int = 256):
+        self.index, self.item_emb, self.codes, self.candidates = index, item_emb, category_codes, candidates
+
+    def select(self, query_emb: np.ndarray, n: int, per_category: int) -> np.ndarray:
+        """[B, d] → rows [B, n]."""
+        n = min(n, len(self.index.item_ids))
+        rows = self.index.search(query_emb, max(self.candidates, n))[1]
+        out = np.empty((len(rows), n), dtype=np.int64)
+        for b, cand in enumerate(rows):
+            cand = cand[cand >= 0]
+            counts: dict[int, int] = {}
+            picked = []
+            for r in cand:
+                c = int(self.codes[r])
+                if counts.get(c, 0) < per_category:
+                    counts[c] = counts.get(c, 0) + 1
+                    picked.append(r)
+                    if len(picked) == n:
+                        break
+            if len(picked) < n:
+                chosen = set(picked)
+                picked += [r for r in cand if r not in chosen][: n - len(picked)]
+            if len(picked) < n:
+                raise DataError(f"category-diverse: the index returned only {len(picked)} candidates for a set of "
+                                f"{n}; raise index.nprobe / index.ef_search or the candidate count")
+            out[b] = picked
+        return out
+
+    def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
+        return _query_result(self.index, self.item_emb, query_emb, self.select(query_emb, k, 1),
+                             self.select(query_emb, m * k, m))
 
 
 class LMFanout:
@@ -68,9 +124,10 @@ class LMFanout:
 
     def __init__(self, name: str, policy_path: str, encoder: TextEncoder, index: ItemIndex, item_emb: np.ndarray,
                  template: str, k: int, max_new_tokens: int, temperature: float = 1.0, seed: int = 0,
-                 batch_size: int = 64, samples: int = 1, reward: RewardConfig | None = None):
+                 batch_size: int = 128, samples: int = 1, reward: RewardConfig | None = None,
+                 backend: str = "transformers", device: str = "cpu"):
         self.name, self.encoder, self.index, self.item_emb = name, encoder, index, item_emb
-        self.backend = TransformersBackend(policy_path)
+        self.backend = make_backend(backend, policy_path, device)
         self.template, self.k, self.batch_size, self.samples = template, k, batch_size, samples
         self.reward = reward or RewardConfig(k=k)
         self.sampling = SamplingSettings(n=samples, temperature=temperature, max_new_tokens=max_new_tokens,
@@ -85,35 +142,32 @@ class LMFanout:
             out += [usable_subqueries(r.text, self.k) or [part[r.prompt_index]] for r in rollouts]
         return out
 
-    def _ground(self, subqueries: list[list[str]], k: int, m: int):
-        """Each fan-out's sub-queries → (items [n, K], groundedness [n], neighbours per fan-out)."""
+    def ground(self, subqueries: list[list[str]], k: int, m: int) -> FanoutResult:
+        """Each fan-out's sub-queries, embedded and grounded → one result row per fan-out."""
         emb = self.encoder.encode([s for subs in subqueries for s in subs])
         offsets = np.cumsum([0] + [len(s) for s in subqueries])
-        items = np.empty((len(subqueries), k), np.int64)
-        ground = np.empty(len(subqueries))
-        neighbours: list[np.ndarray] = [None] * len(subqueries)
         by_count: dict[int, list[int]] = {}
         for b, subs in enumerate(subqueries):  # one batched grounding per fan-out size
             by_count.setdefault(len(subs), []).append(b)
+        B = len(subqueries)
+        out = FanoutResult(np.empty((B, k), np.int64), np.empty((B, k), np.float32), np.empty(B), [None] * B,
+                           [None] * B, subqueries)
         for n, sets in by_count.items():
-            rows = np.stack([emb[offsets[b]:offsets[b] + n] for b in sets])
-            it, gr, nb = _ground_rows(self.index, self.item_emb, rows, k, m)
-            items[sets], ground[sets] = it, gr
+            part = grounded_result(self.index, self.item_emb, np.stack([emb[offsets[b]:offsets[b] + n] for b in sets]),
+                                   k, m)
+            out.items[sets], out.scores[sets], out.ground[sets] = part.items, part.scores, part.ground
             for j, b in enumerate(sets):
-                neighbours[b] = nb[j]
-        return items, ground, neighbours
+                out.generated[b], out.retrieved[b] = part.generated[j], part.retrieved[j]
+        return out
 
     def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
-        subqueries = self.generate(queries)
-        items, ground, neighbours = self._ground(subqueries, k, m)
+        every = self.ground(self.generate(queries), k, m)
         N = self.samples
         if N == 1:
-            best = np.arange(len(queries))
-        else:
-            owner = np.repeat(np.arange(len(queries)), N)
-            score = set_quality(query_emb[owner], items, self.item_emb, ground, self.reward)["composite"]
-            best = np.arange(len(queries)) * N + score.reshape(len(queries), N).argmax(axis=1)
-        return FanoutResult(items[best], ground[best], [neighbours[i] for i in best], [subqueries[i] for i in best])
+            return every
+        owner = np.repeat(np.arange(len(queries)), N)
+        score = set_quality(query_emb[owner], every.items, self.item_emb, every.ground, self.reward)["composite"]
+        return every.take(np.arange(len(queries)) * N + score.reshape(len(queries), N).argmax(axis=1))
 
 
 class MMR:
@@ -126,7 +180,8 @@ class MMR:
         self.index, self.item_emb, self.lam, self.candidates = index, item_emb, lam, candidates
 
     def select(self, query_emb: np.ndarray, n: int) -> np.ndarray:
-        """[B, d] → rows [B, n]."""
+        """[B, d] → rows [B, n] (n clipped to the catalog size)."""
+        n = min(n, len(self.index.item_ids))
         sims, rows = self.index.search(query_emb, max(self.candidates, n))
         out = np.empty((len(rows), n), np.int64)
         for b in range(len(rows)):
@@ -146,8 +201,7 @@ class MMR:
 
     def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
         rows = self.select(query_emb, m * k)  # WSCR: the same retrieval budget as a fan-out
-        ground = groundedness(query_emb[:, None], self.item_emb[self.index.search(query_emb, 1)[1]])
-        return FanoutResult(rows[:, :k], ground, [r[None] for r in rows])
+        return _query_result(self.index, self.item_emb, query_emb, rows[:, :k], rows)
 
 
 class DiffusionFanout:
@@ -164,5 +218,4 @@ class DiffusionFanout:
         return generate_sets(self.model, torch.from_numpy(query_emb), self.sampler, generator=g).cpu().numpy()
 
     def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
-        items, ground, nb = _ground_rows(self.index, self.item_emb, self.generate(query_emb), k, m)
-        return FanoutResult(items, ground, list(nb))
+        return grounded_result(self.index, self.item_emb, self.generate(query_emb), k, m)
