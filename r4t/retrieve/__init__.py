@@ -1,1 +1,5 @@
-"""Retrieval methods: query embedding(s) → sets of catalog rows. Later stages add fan-out methods here."""
+"""One retrieval API for every fan-out method: query text(s) → a set of K catalog items."""
+
+from r4t.retrieve.api import RetrievedSet, Retriever
+
+__all__ = ["RetrievedSet", "Retriever"]

@@ -1,0 +1,58 @@
+"""Every fan-out method by name, built from the artifacts the stages wrote under <run_dir>/<dataset>/.
+
+A method whose artifact is missing is an error that names the stage to run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from r4t.catalog import PreparedCatalog
+from r4t.config import METHODS, EvalConfig
+from r4t.diffusion.checkpoint import load_model
+from r4t.embed import TextEncoder
+from r4t.errors import DataError
+from r4t.io import read_json
+from r4t.policy.model import INFO_FILE
+from r4t.retrieve.methods import MMR, CategoryDiverse, DiffusionFanout, FanoutMethod, LMFanout, NoFanout
+from r4t.rl.checkpoint import latest_checkpoint
+
+
+def final_policy(run: Path) -> Path:
+    """The final checkpoint of a finished RL run."""
+    last = latest_checkpoint(run)
+    if last is None or not read_json(last / INFO_FILE).get("final"):
+        raise DataError(f"R4T-FOLM: no finished RL run at {run}; run `python -m r4t.jobs.rl` first")
+    return last
+
+
+def build_method(name: str, cfg: EvalConfig, cat: PreparedCatalog, encoder: TextEncoder) -> FanoutMethod:
+    root, m, p = Path(cfg.run_dir) / cat.name, cfg.methods, cfg.policy
+
+    def lm(label: str, path: Path, samples: int = 1) -> LMFanout:
+        if not (path / "config.json").is_file():
+            raise DataError(f"{label}: no policy at {path}; run `python -m r4t.jobs.rl` first")
+        return LMFanout(label, str(path), encoder, cat.index, cat.item_emb, p.template, cfg.reward.k,
+                        p.max_new_tokens, cfg.eval.lm_temperature, cfg.seed, samples=samples, reward=cfg.reward,
+                        backend=p.backend, device=p.device)
+
+    if name == "no fan-out":
+        return NoFanout(cat.index, cat.item_emb)
+    if name == "category-diverse":
+        return CategoryDiverse(cat.index, cat.item_emb, cat.category_codes, m.diverse_candidates)
+    if name == "MMR":
+        return MMR(cat.index, cat.item_emb, m.mmr_lambda, m.mmr_candidates)
+    if name == "zero-shot LM":
+        return lm(name, root / "policy" / "warm_start")
+    if name == "best-of-N LM":
+        return lm(f"best-of-{m.best_of} LM", root / "policy" / "warm_start", m.best_of)
+    if name == "R4T-FOLM":
+        return lm(name, final_policy(root / m.rl_run))
+    if name == "R4T-Diffusion":
+        folder = root / m.diffusion_run / "model"
+        if not folder.is_dir():
+            raise DataError(f"R4T-Diffusion: no model at {folder}; run `python -m r4t.jobs.diffusion` first")
+        model, _ = load_model(folder, expect={"catalog_hash": cat.dataset.catalog_hash, "dim": cat.index.dim,
+                                              "encoder": cat.index.manifest["encoder"]}, device=cfg.sampler.device)
+        return DiffusionFanout(model, cfg.sampler, cat.index, cat.item_emb, cfg.seed)
+    raise DataError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
