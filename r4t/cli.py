@@ -1,6 +1,9 @@
 """The `r4t` command.
 
-    r4t demo                       the whole pipeline on the embedded default (data → index → RL), then the tables
+    r4t demo [--dataset NAME]      the whole pipeline on the embedded default (data → index → RL → synthesis →
+                                   diffusion → eval), then the results table
+    r4t retrieve QUERY [QUERY ...] the set each query gets from one method (--method, --dataset)
+    r4t eval                       every method on a held-out split: report.md, metrics.json, plots
     r4t data build NAME            one dataset (built-in, or --format/--path) into <run_dir>/NAME/data
     r4t index build                embeddings + faiss index for every dataset in the config
     r4t score FANOUTS.jsonl        per-term rewards of fan-outs, one JSON line each
@@ -14,25 +17,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from r4t.config import DatasetSpec, DemoConfig, PrepareConfig
+from r4t.config import METHODS, DatasetSpec, DemoConfig, PrepareConfig
 from r4t.errors import DataError, R4TError
 from r4t.jobs.common import add_config_args, config_from_args
 
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from r4t.jobs import data, rl
+    from r4t.jobs import demo
 
-    cfg = config_from_args(DemoConfig, args)
-    baselines = data.run(cfg.prepare_config())
-    policies = rl.run(cfg.rl_config())
-    print(f"\n{baselines['table']}\n\n{policies['table']}\n\nFinished in "
-          f"{baselines['seconds'] + policies['seconds']:.0f} s; tables in {cfg.run_dir}/baselines.md and "
-          f"{cfg.run_dir}/<dataset>/{cfg.rl_config().name}/eval.md")
+    print(demo.report(demo.run(demo.only_dataset(config_from_args(DemoConfig, args), args.dataset))))
 
 
 def _cmd_data_build(args: argparse.Namespace) -> None:
@@ -115,11 +116,31 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     from r4t.config import EvalConfig
-    from r4t.jobs.eval import run
+    from r4t.jobs.eval import report, run
 
-    out = run(config_from_args(EvalConfig, args))
-    print(out["table"])
-    print(f"report: {out['report']}")
+    print(report(run(config_from_args(EvalConfig, args))))
+
+
+def _cmd_retrieve(args: argparse.Namespace) -> None:
+    from r4t.config import EvalConfig
+    from r4t.retrieve import Retriever
+
+    # Positional words of the form key=value are config overrides, the rest are queries.
+    overrides = [q for q in args.queries if OVERRIDE.match(q)]
+    args.overrides += overrides
+    queries = [q for q in args.queries if q not in overrides]
+    retriever = Retriever.from_config(config_from_args(EvalConfig, args), args.dataset, args.method)
+    sets = retriever.retrieve(queries, args.k)
+    if args.json:
+        for s in sets:
+            print(json.dumps(s.to_dict(embeddings=args.embeddings)))
+        return
+    for s in sets:
+        print(f"\n{s.query}  ({s.method}, {len(s.item_ids)} items)")
+        if s.subqueries:
+            print("  sub-queries: " + " | ".join(s.subqueries))
+        for item_id, text, category, score in zip(s.item_ids, s.texts, s.categories, s.scores):
+            print(f"  {score:6.3f}  [{category}] {text}  ({item_id})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="run the whole pipeline on the embedded default")
+    p.add_argument("--dataset", default=None, help="only this dataset of the config (default: all of them)")
     add_config_args(p, "jobs/demo.yaml")
     p.set_defaults(func=_cmd_demo)
 
@@ -154,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="compare every fan-out method on a split: report.md, metrics.json, plots")
     add_config_args(p, "jobs/eval.yaml")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("retrieve", help="the set of K catalog items each query gets from one method")
+    p.add_argument("queries", nargs="+", metavar="QUERY", help="query texts (quote each)")
+    p.add_argument("--dataset", default="polyvore")
+    p.add_argument("--method", default="R4T-Diffusion", help="one of: " + ", ".join(METHODS))
+    p.add_argument("--k", type=int, default=None, help="items per set (default: eval.k of the config)")
+    p.add_argument("--json", action="store_true", help="one JSON object per query instead of text")
+    p.add_argument("--embeddings", action="store_true", help="with --json: include the generated embeddings")
+    add_config_args(p, "jobs/eval.yaml")
+    p.set_defaults(func=_cmd_retrieve)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="suite", required=True)
     p = bench.add_parser("foundation", help="encoder sentences/s, index queries/s, scorer fan-outs/s")

@@ -245,6 +245,7 @@ class RLConfig(RunConfig):
 
     name: str = "rl"  # output folder under <run_dir>/<dataset>/, so ablations sit side by side
     resume: bool = True  # continue from the last checkpoint of this run when there is one
+    evaluate: bool = True  # then score the warm start and the RL policy on held-out queries (eval.md)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     rl: RLSettings = field(default_factory=RLSettings)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
@@ -327,6 +328,7 @@ class SamplerConfig:
     churn_min: float = 0.0  # churn applies for sigma in [churn_min, churn_max]
     churn_max: float = 1e9
     s_noise: float = 1.0
+    device: str = "cpu"  # where the denoiser runs when retrieving (cpu, cuda, cuda:1, ...)
 
     def __post_init__(self) -> None:
         _require(self.method in SAMPLERS, "sampler.method", self.method, f"unknown; known: {SAMPLERS}")
@@ -419,6 +421,7 @@ class DiffusionConfig(RunConfig):
     name: str = "diffusion"  # output folder <run_dir>/<dataset>/<name>/
     targets: str = "synth"  # a synthesis run under <run_dir>/<dataset>/, or a folder with its manifest
     resume: bool = True
+    compare: bool = True  # after training, compare with no fan-out and the teacher (`r4t eval` does every method)
     model: ModelSettings = field(default_factory=ModelSettings)
     train: DiffusionTrainSettings = field(default_factory=DiffusionTrainSettings)
     workers: TrainWorkersConfig = field(default_factory=TrainWorkersConfig)
@@ -427,7 +430,7 @@ class DiffusionConfig(RunConfig):
     eval: RetrievalEvalConfig = field(default_factory=RetrievalEvalConfig)
 
 
-METHODS = ("no fan-out", "MMR", "zero-shot LM", "best-of-N LM", "R4T-FOLM", "R4T-Diffusion")
+METHODS = ("no fan-out", "category-diverse", "MMR", "zero-shot LM", "best-of-N LM", "R4T-FOLM", "R4T-Diffusion")
 
 
 @dataclass
@@ -440,6 +443,7 @@ class MethodsConfig:
     best_of: int = 4  # N of best-of-N
     mmr_lambda: float = 0.5  # relevance weight of MMR
     mmr_candidates: int = 100
+    diverse_candidates: int = 256  # nearest items the category-diverse heuristic chooses from
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.names if n not in METHODS]
@@ -447,6 +451,8 @@ class MethodsConfig:
         _require(self.best_of >= 2, "methods.best_of", self.best_of, "must be at least 2")
         _require(0 <= self.mmr_lambda <= 1, "methods.mmr_lambda", self.mmr_lambda, "must be in [0, 1]")
         _require(self.mmr_candidates >= 1, "methods.mmr_candidates", self.mmr_candidates, "must be positive")
+        _require(self.diverse_candidates >= 1, "methods.diverse_candidates", self.diverse_candidates,
+                 "must be positive")
 
 
 @dataclass
@@ -462,19 +468,46 @@ class EvalConfig(RunConfig):
 
 @dataclass
 class DemoConfig(RunConfig):
-    """The embedded default (jobs/demo.yaml): every stage in one file, sized for a 2-core machine."""
+    """The embedded default (jobs/demo.yaml): every stage in one file, sized for a 2-core machine.
 
-    eval: BaselineEvalConfig = field(default_factory=BaselineEvalConfig)  # the baseline table
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    Each section is the section of the same name in that stage's own job file (workers are prefixed by stage)."""
+
+    baselines: BaselineEvalConfig = field(default_factory=BaselineEvalConfig)  # the data stage's baseline table
+    policy: PolicyConfig = field(default_factory=PolicyConfig)  # RL, synthesis and the LM methods in eval
     rl: RLSettings = field(default_factory=RLSettings)
-    workers: WorkersConfig = field(default_factory=WorkersConfig)
-    rl_eval: PolicyEvalConfig = field(default_factory=PolicyEvalConfig)
+    rl_workers: WorkersConfig = field(default_factory=WorkersConfig)
+    synth: SynthSettings = field(default_factory=SynthSettings)
+    synth_workers: ActorsConfig = field(default_factory=ActorsConfig)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    train: DiffusionTrainSettings = field(default_factory=DiffusionTrainSettings)
+    train_workers: TrainWorkersConfig = field(default_factory=TrainWorkersConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    methods: MethodsConfig = field(default_factory=MethodsConfig)
+    eval: RetrievalEvalConfig = field(default_factory=lambda: RetrievalEvalConfig(latency_batches=[1, 8, 1024]))
+
+    def __post_init__(self) -> None:
+        _require(self.synth.teacher == self.methods.rl_run, "synth.teacher", self.synth.teacher,
+                 f"the demo distills its own RL run: must equal methods.rl_run={self.methods.rl_run!r}")
 
     def prepare_config(self) -> PrepareConfig:
-        return PrepareConfig(**self.shared(), eval=self.eval)
+        return PrepareConfig(**self.shared(), eval=self.baselines)
 
     def rl_config(self) -> RLConfig:
-        return RLConfig(**self.shared(), policy=self.policy, rl=self.rl, workers=self.workers, eval=self.rl_eval)
+        # The eval stage scores the warm start (zero-shot LM) and the RL policy (R4T-FOLM) with every other method.
+        return RLConfig(**self.shared(), name=self.methods.rl_run, evaluate=False, policy=self.policy, rl=self.rl,
+                        workers=self.rl_workers)
+
+    def synth_config(self) -> SynthConfig:
+        return SynthConfig(**self.shared(), policy=self.policy, synth=self.synth,
+                           workers=self.synth_workers)  # synth.teacher names the RL run (methods.rl_run)
+
+    def diffusion_config(self) -> DiffusionConfig:
+        return DiffusionConfig(**self.shared(), name=self.methods.diffusion_run, compare=False, model=self.model,
+                               train=self.train, workers=self.train_workers, sampler=self.sampler, policy=self.policy)
+
+    def eval_config(self) -> EvalConfig:
+        return EvalConfig(**self.shared(), methods=self.methods, eval=self.eval, policy=self.policy,
+                          sampler=self.sampler)
 
 
 T = TypeVar("T")

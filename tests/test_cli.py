@@ -12,7 +12,7 @@ from conftest import TINY_RL_OVERRIDES
 from r4t.cli import main
 from r4t.data.dataset import INFO_FILE, ITEMS_FILE, QUERIES_FILE, SETS_FILE, Dataset
 from r4t.embed import EMBEDDINGS_FILE, EMBEDDINGS_MANIFEST
-from r4t.eval.baselines import METHODS
+from r4t.config import METHODS
 from r4t.index import MANIFEST_FILE, ItemIndex
 from r4t.io import read_json
 
@@ -174,48 +174,127 @@ def test_score_to_stdout(prepared_run: Path, tiny_source: Path, tmp_path: Path, 
 # ------------------------------------------------------------------------------------------------ demo
 
 
-def test_demo(ray_local, tmp_path: Path, tiny_source: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
-    argv = ["demo", "--config", DEMO_YAML, *overrides(tmp_path, tiny_source, "eval.k=4", *TINY_RL_OVERRIDES)]
+# A warm start tuned long enough (as conftest's tiny_policy) that most fan-outs are well formed: targets to train on.
+TINY_DEMO = [*TINY_RL_OVERRIDES, "policy.bootstrap.sft_epochs=40", "policy.bootstrap.sft_batch_size=4",
+             "policy.bootstrap.max_positions=128", "baselines.split=train", "baselines.k=3", "synth.samples=8",
+             "synth.splits=[train]", "synth.queries_per_shard=4", "model.hidden=32", "model.mlp=64", "model.heads=2",
+             "model.layers=1", "train.steps=20", "train.batch_size=8", "train.warmup_steps=5", "train.log_every=10",
+             "train.checkpoint_every=10", "train.eval_sets=32", "train.shuffle_buffer=0", "sampler.steps=4",
+             "methods.best_of=2", "eval.split=train", "eval.k=3", "eval.latency_batches=[1,2]",
+             "eval.latency_repeats=1"]
+
+
+def test_demo_runs_every_stage_and_a_rerun_resumes(ray_local, tmp_path: Path, tiny_rl_source: Path,
+                                                    capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    argv = ["demo", "--config", DEMO_YAML, *overrides(tmp_path, tiny_rl_source, *TINY_DEMO)]
     capsys.readouterr()
     assert main(argv) == 0
     stdout = capsys.readouterr().out
-    assert "| tiny | warm start |" in stdout and "| tiny | RL (rl) |" in stdout  # the RL stage's table
-    table_lines = [line for line in stdout.splitlines() if line.startswith("| tiny |") and "RL" not in line
-                   and "warm start" not in line]
-    assert len(table_lines) == len(METHODS) == 2
-    for method, line in zip(METHODS, table_lines):
-        assert line.startswith(f"| tiny | {method} |")
-        assert line.count("|") == 10
-    assert "Recall@5K" in stdout and "composite" in stdout
-    results = read_json(tmp_path / "baselines.json")
-    assert results["config"]["run_dir"] == str(tmp_path)
-    res = results["results"]["tiny"]
-    assert res["queries"] == {"oar": 3, "wscr": 2} and res["k"] == 4 and res["split"] == "test"
-    assert set(res["methods"]) == set(METHODS)
-    for metrics in res["methods"].values():
-        assert 0.0 <= metrics["Recall@5K"]["mean"] <= 1.0
-        assert metrics["cat. share"]["lo"] <= metrics["cat. share"]["mean"] <= metrics["cat. share"]["hi"]
-    # the diverse heuristic takes one item per category (5 categories, K=4): every item differs in category
-    assert res["methods"]["category-diverse"]["cat. share"]["mean"] == pytest.approx(1.0)
-    md = (tmp_path / "baselines.md").read_text()
-    assert md.startswith("# Baselines (test split, K=4)")
-    assert all(line in md for line in table_lines)
-    assert (tmp_path / "tiny" / "index" / MANIFEST_FILE).is_file()
+    final = stdout[stdout.index("Held-out results"):]
+    names = [n if n != "best-of-N LM" else "best-of-2 LM" for n in METHODS]
+    for name in names:  # every method in the results table and in the latency table
+        assert final.count(f"| tiny | {name} |") == 2
+    report = tmp_path / "report"
+    assert f"report: {report / 'report.md'}" in stdout
+    metrics = read_json(report / "metrics.json")["results"]["tiny"]
+    assert set(metrics["methods"]) == set(names) and metrics["queries"] == {"oar": 8}
+    for res in metrics["methods"].values():
+        c = res["oar"]["composite"]
+        assert 0 <= c["lo"] <= c["mean"] <= c["hi"] <= 1 and set(res["latency_s"]) == {"1", "2"}
+    # the data stage's baselines: category-diverse takes one item per category (5 categories, K=3)
+    baselines = read_json(tmp_path / "baselines.json")["results"]["tiny"]["methods"]
+    assert baselines["category-diverse"]["oar"]["category_share"]["mean"] == pytest.approx(1.0)
+    for stage in ("rl/checkpoints", "synth/manifest.json", "diffusion/model/manifest.json"):
+        assert (tmp_path / "tiny" / stage).exists()
 
-    # A second run reuses data, embeddings and index.
-    monkeypatch.setattr(ItemIndex, "build", classmethod(lambda *a, **k: pytest.fail("index rebuilt on rerun")))
+    # A rerun finds every stage finished: nothing is rebuilt, trained or synthesized again; eval reruns.
+    from r4t.diffusion import train as diffusion_train
+    from r4t.jobs import rl as rl_job
+    from r4t.jobs import synth as synth_job
+
+    def fail(what: str):
+        return lambda *a, **k: pytest.fail(f"{what} on a rerun")
+
+    monkeypatch.setattr(ItemIndex, "build", classmethod(fail("index rebuilt")))
+    monkeypatch.setattr(rl_job, "bootstrap_policy", fail("policy bootstrapped"))
+    monkeypatch.setattr(rl_job.RLTrainer, "_rollouts_and_scores", fail("RL step taken"))
+    monkeypatch.setattr(synth_job, "run_shards", lambda todo, *a, **k: todo and pytest.fail("synthesized") or {})
+    monkeypatch.setattr(diffusion_train, "fit_denoiser", fail("denoiser trained"))
+    monkeypatch.setattr("r4t.jobs.diffusion.fit_denoiser", fail("denoiser trained"))
     assert main(argv) == 0
-    assert read_json(tmp_path / "baselines.json")["results"] == results["results"]
+    assert read_json(report / "metrics.json")["results"]["tiny"]["queries"] == {"oar": 8}
 
 
-def test_demo_catalog_smaller_than_wscr_depth(ray_local, tmp_path: Path, tiny_source: Path,
-                                              capsys: pytest.CaptureFixture) -> None:
-    """Default eval.k=10 with wscr_m=5 asks the WSCR baselines for 50 items of a 40-item catalog: the demo must
-    clip (as the no-fan-out baseline does) or fail with a clear input error, never crash."""
+def test_demo_on_one_dataset_by_flag(tmp_path: Path, tiny_rl_source: Path, capsys) -> None:
+    err = error_of(capsys, ["demo", "--dataset", "nope", "--config", DEMO_YAML,
+                            *overrides(tmp_path, tiny_rl_source, *TINY_DEMO)])
+    assert "--dataset 'nope'" in err and "tiny" in err
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_baselines_on_a_catalog_smaller_than_the_wscr_depth(tmp_path: Path, tiny_source: Path, capsys) -> None:
+    """K=10 with wscr_m=5 asks the WSCR baselines for 50 items of a 40-item catalog: clipped, never a crash."""
+    from r4t.jobs import data
+
     capsys.readouterr()
-    rc = main(["demo", "--config", DEMO_YAML, *overrides(tmp_path, tiny_source, *TINY_RL_OVERRIDES)])
-    err = capsys.readouterr().err
-    assert rc == 0 or (rc == 2 and "r4t: error:" in err)
+    assert data.main(["--config", DATA_YAML, *overrides(tmp_path, tiny_source)]) == 0
+    methods = read_json(tmp_path / "baselines.json")["results"]["tiny"]["methods"]
+    assert set(methods) == {"no fan-out", "category-diverse"}
+    assert all(0 <= m["wscr"]["recall"]["mean"] <= 1 for m in methods.values())
+
+
+# ------------------------------------------------------------------------------------------------ retrieve
+
+
+def test_retrieve_prints_each_querys_set(prepared_run: Path, tiny_source: Path, tiny_catalog, capsys) -> None:
+    argv = ["retrieve", "an outfit for a summer wedding", "what to wear on a hike", "--dataset", "tiny",
+            "--method", "category-diverse", "--k", "4", "--json", *overrides(prepared_run, tiny_source)]
+    capsys.readouterr()
+    assert main(argv) == 0
+    sets = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [s["query"] for s in sets] == ["an outfit for a summer wedding", "what to wear on a hike"]
+    text_of = dict(zip([f"i{r}" for r in range(len(tiny_catalog.texts))], tiny_catalog.texts))
+    for s in sets:
+        assert s["method"] == "category-diverse" and len(s["items"]) == 4
+        assert len({i["category"] for i in s["items"]}) == 4  # one per category
+        assert all(text_of[i["id"]] == i["text"] and -1 <= i["score"] <= 1 for i in s["items"])
+    assert main(argv[:-7] + ["--method", "MMR", *overrides(prepared_run, tiny_source)]) == 0
+    out = capsys.readouterr().out
+    assert "an outfit for a summer wedding  (MMR, 10 items)" in out and out.count("  [") == 20
+
+
+def test_retrieve_python_api(prepared_run: Path, tiny_source: Path) -> None:
+    from r4t.config import EvalConfig, load_config
+    from r4t.errors import DataError
+    from r4t.retrieve import Retriever
+
+    cfg = load_config(EvalConfig, REPO / "jobs" / "eval.yaml", overrides(prepared_run, tiny_source))
+    retriever = Retriever.from_config(cfg, "tiny", "no fan-out")
+    [one] = retriever.retrieve("red leather boots", k=5)
+    assert len(one.item_ids) == 5 and one.scores == sorted(one.scores, reverse=True)
+    assert one.generated.shape == (1, 384) and one.subqueries is None
+    assert set(one.to_dict(embeddings=True)) == {"query", "method", "items", "generated"}
+    with pytest.raises(DataError, match="non-empty strings"):
+        retriever.retrieve(["boots", "  "])
+    with pytest.raises(DataError, match="k=41"):
+        retriever.retrieve("boots", k=41)
+    with pytest.raises(DataError, match="'nope' is not in the config's datasets"):
+        Retriever.from_config(cfg, "nope", "no fan-out")
+
+
+@pytest.mark.parametrize("method, stage", [("R4T-Diffusion", "r4t.jobs.diffusion"), ("R4T-FOLM", "r4t.jobs.rl"),
+                                           ("zero-shot LM", "r4t.jobs.rl")])
+def test_retrieve_names_the_stage_a_method_needs(prepared_run: Path, tiny_source: Path, capsys, method,
+                                                 stage) -> None:
+    err = error_of(capsys, ["retrieve", "boots", "--dataset", "tiny", "--method", method,
+                            *overrides(prepared_run, tiny_source)])
+    assert method in err and f"python -m {stage}" in err
+
+
+def test_retrieve_unknown_method(prepared_run: Path, tiny_source: Path, capsys) -> None:
+    err = error_of(capsys, ["retrieve", "boots", "--dataset", "tiny", "--method", "magic",
+                            *overrides(prepared_run, tiny_source)])
+    assert "'magic'" in err and "R4T-Diffusion" in err
 
 
 # ------------------------------------------------------------------------------------------------ bad input

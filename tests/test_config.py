@@ -227,3 +227,22 @@ def test_stage_files_spell_out_the_defaults(name: str, schema: type) -> None:
     defaults["policy"]["bootstrap"] = loaded["policy"]["bootstrap"]  # not spelled out: unused by these stages
     defaults["policy"]["init"] = loaded["policy"]["init"]
     assert loaded == defaults
+
+
+# What jobs/demo.yaml shrinks to finish in about 20 minutes on 2 cores; everything else is the stage's default.
+DEMO_SIZES = {"synth.samples", "synth.prompts_per_call", "train.steps", "train.warmup_steps", "train.checkpoint_every",
+              "eval.latency_batches", "eval.latency_repeats"}
+
+
+def test_demo_file_differs_from_the_stage_defaults_only_in_its_sizes() -> None:
+    from r4t.config import (ActorsConfig, DiffusionTrainSettings, MethodsConfig, ModelSettings, SamplerConfig,
+                            SynthSettings, TrainWorkersConfig)
+
+    demo = to_dict(load_config(DemoConfig, JOBS / "demo.yaml"))
+    sections = {"synth": SynthSettings(), "synth_workers": ActorsConfig(), "model": ModelSettings(),
+                "train": DiffusionTrainSettings(), "train_workers": TrainWorkersConfig(), "sampler": SamplerConfig(),
+                "methods": MethodsConfig(), "eval": EvalConfig().eval}
+    for section, default in sections.items():
+        for key, value in to_dict(default).items():
+            if f"{section}.{key}" not in DEMO_SIZES:
+                assert demo[section][key] == value, f"demo.yaml {section}.{key}"

@@ -619,3 +619,26 @@ def test_dataset_save_crash_midway_is_not_read_as_a_mix(tmp_path: Path, monkeypa
     info = read_json(folder / INFO_FILE) if (folder / INFO_FILE).is_file() else None
     assert info is None or info["catalog_hash"] == loaded.catalog_hash, \
         "dataset.json marks the folder complete but describes a different catalog than items.parquet"
+
+
+def test_own_catalog_with_sets_and_no_queries_gets_them_from_the_sets(tmp_path: Path) -> None:
+    folder = save_tables(tmp_path / "ds")
+    (folder / QUERIES_FILE).unlink()
+    ds = Dataset.load(folder)
+    sets = tiny_dataset().sets
+    assert ds.queries.num_rows == 2 * sets.num_rows
+    for task in ("oar", "wscr"):
+        for split in ("train", "test"):
+            expected = [q for q, s in zip(sets.column("query").to_pylist(), sets.column("split").to_pylist())
+                        if s == split]
+            assert ds.queries_for(task, split).column("text").to_pylist() == expected
+    wscr = ds.queries_for("wscr", "train")
+    assert all(ds.reference_sets()[s] for s in wscr.column("set_id").to_pylist())
+
+
+def test_own_catalog_with_items_only_loads_with_no_queries(tmp_path: Path) -> None:
+    folder = save_tables(tmp_path / "ds")
+    (folder / QUERIES_FILE).unlink()
+    (folder / SETS_FILE).unlink()
+    ds = Dataset.load(folder)
+    assert ds.sets.num_rows == ds.queries.num_rows == 0 and ds.items.num_rows == tiny_dataset().items.num_rows

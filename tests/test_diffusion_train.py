@@ -70,6 +70,13 @@ def test_ray_train_trains_checkpoints_resumes_and_lowers_the_loss(tiny_targets, 
     assert max(json.loads(p.read_text())["step"] for p in states) == 80
     evals = [r["eval_loss"] for r in lines if "eval_loss" in r]
     assert evals[-1] < evals[0]
+    # A rerun of the finished training loads the exported model instead of training (the demo's resume).
+    exported = (folder / "model" / "model.safetensors").stat().st_mtime_ns
+    with monkeypatch.context() as m:
+        m.setattr(job, "fit_denoiser", lambda *a, **k: pytest.fail("a finished model was trained again"))
+        again = job.run(diffusion_config(Path(tiny_targets.name), tiny_rl_source, 80, "compare=false"), progress=False)
+    assert "methods" not in again["results"]["tiny"] and (folder / "model" / "model.safetensors").stat().st_mtime_ns \
+        == exported
 
     # Against an untrained model on the same fixed sets, the trained EMA model is far better.
     x, q, n_valid = job.eval_sets(tiny_targets / "tiny" / "synth", manifest_of(tiny_targets, None), 64)

@@ -161,3 +161,19 @@ def test_rollout_workers_sample_with_the_pushed_weights(backend: str, ray_local,
         assert line["ratio_mean"] == pytest.approx(1.0, abs=1e-3), line
         assert abs(line["kl_forward"]) < 1e-3 and abs(line["kl_reverse"]) < 1e-3, line
     assert lines[0]["entropy"] != lines[-1]["entropy"]  # the policy did change between steps
+
+
+def test_a_catalog_without_training_queries_is_named():
+    from r4t.data.schema import QUERIES_SCHEMA
+    from r4t.errors import DataError
+    from r4t.jobs.rl import prompt_pool
+
+    class Cat:  # a catalog given as items only
+        name = "mine"
+
+        @staticmethod
+        def queries(task, split):
+            return QUERIES_SCHEMA.empty_table()
+
+    with pytest.raises(DataError, match="mine: no OAR training queries.*sets.parquet"):
+        prompt_pool(Cat, "oar")

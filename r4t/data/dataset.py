@@ -18,6 +18,16 @@ from r4t.io import read_json, sha256_file, write_json
 ITEMS_FILE, SETS_FILE, QUERIES_FILE, INFO_FILE = "items.parquet", "sets.parquet", "queries.parquet", "dataset.json"
 
 
+def queries_from_sets(sets: pa.Table) -> pa.Table:
+    """The queries of a catalog given with reference sets but no queries.parquet: each set's query serves both
+    tasks, as the WSCR query of its set and as an OAR intent, in the set's split."""
+    rows = [{"query_id": f"{task}-{set_id}", "text": query, "split": split, "task": task,
+             "set_id": set_id if task == "wscr" else None}
+            for task in ("wscr", "oar")
+            for set_id, query, split in zip(*(sets.column(c).to_pylist() for c in ("set_id", "query", "split")))]
+    return pa.Table.from_pylist(rows, schema=QUERIES_SCHEMA)
+
+
 @dataclass
 class Dataset:
     name: str
@@ -76,7 +86,9 @@ class Dataset:
         def optional(file: str, schema: pa.Schema) -> pa.Table:
             return read_parquet(folder / file) if (folder / file).is_file() else schema.empty_table()
 
-        ds = cls(name=name, items=read_parquet(folder / ITEMS_FILE), sets=optional(SETS_FILE, SETS_SCHEMA),
-                 queries=optional(QUERIES_FILE, QUERIES_SCHEMA))
+        sets = optional(SETS_FILE, SETS_SCHEMA)
+        queries = (read_parquet(folder / QUERIES_FILE) if (folder / QUERIES_FILE).is_file()
+                   else queries_from_sets(validate_sets(sets, None, f"{folder}/{SETS_FILE}")))
+        ds = cls(name=name, items=read_parquet(folder / ITEMS_FILE), sets=sets, queries=queries)
         return ds.validate(str(folder))
 

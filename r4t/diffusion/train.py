@@ -22,6 +22,7 @@ from r4t.config import DiffusionTrainSettings
 from r4t.diffusion.checkpoint import load_training_state, save_training_state
 from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser, denoising_loss
 from r4t.diffusion.edm import training_sigma
+from r4t.errors import DataError
 from r4t.metrics import DashboardGauges, MetricsLog
 
 COLUMNS = ["target", "query_emb", "n_valid"]
@@ -93,6 +94,7 @@ def train_loop(config: dict) -> None:
     per_worker = max(1, s.batch_size // world)
     losses, start, sets = [], time.perf_counter(), 0
     while step < s.steps:
+        epoch_start = step
         for batch in shard.iter_torch_batches(batch_size=per_worker, drop_last=True, collate_fn=collate,
                                               local_shuffle_buffer_size=s.shuffle_buffer):
             x0, q, valid = _batch_tensors(batch, device)
@@ -124,6 +126,9 @@ def train_loop(config: dict) -> None:
                     ray.train.report(record)
             if step >= s.steps:
                 break
+        if step == epoch_start:  # an epoch without one full batch would loop forever
+            raise DataError(f"rank {rank}: its share of the targets holds no full batch of {per_worker} sets "
+                            f"(train.batch_size={s.batch_size} over {world} workers)")
 
 
 def _report_checkpoint(rank, step, record, model, ema, optimizer, config, eval_x0, eval_q, eval_valid, log) -> None:

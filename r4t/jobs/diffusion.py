@@ -19,16 +19,16 @@ from safetensors.torch import load_file
 
 from r4t.catalog import PreparedCatalog, prepare_catalog
 from r4t.config import DiffusionConfig, to_dict
-from r4t.diffusion.checkpoint import EMA_WEIGHTS, export_model
+from r4t.diffusion.checkpoint import CONFIG_FILE, EMA_WEIGHTS, MANIFEST_FILE, export_model, load_model
 from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
 from r4t.diffusion.train import fit_denoiser
 from r4t.embed import TextEncoder
 from r4t.errors import ConfigError, DataError
-from r4t.eval.methods import eval_queries, evaluate_method, fanout_latency
+from r4t.eval.methods import compare_methods, eval_queries
 from r4t.eval.report import latency_table, quality_table
 from r4t.index import MANIFEST_FILE as INDEX_MANIFEST
 from r4t.index import check_manifest
-from r4t.io import atomic_path, sha256_file, write_json
+from r4t.io import atomic_path, read_json, sha256_file, write_json
 from r4t.jobs.common import ensure_ray, stage_main
 from r4t.retrieve.methods import DiffusionFanout, LMFanout, NoFanout
 from r4t.synth.targets import query_embeddings, read_manifest, read_targets, target_arrays
@@ -53,6 +53,15 @@ def eval_sets(folder: Path, manifest: dict, n: int) -> tuple[np.ndarray, np.ndar
     return x, query_embeddings(table), table.column("n_valid").to_numpy().astype(np.int64)
 
 
+def finished_model(folder: Path, export: dict, model_cfg: DenoiserConfig) -> bool:
+    """An exported model of exactly this training (same targets, model, settings): a rerun skips training."""
+    if not (folder / MANIFEST_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+        return False
+    manifest = read_json(folder / MANIFEST_FILE)
+    return all(manifest.get(k) == v for k, v in export.items()) and read_json(folder / CONFIG_FILE) == \
+        model_cfg.to_dict()
+
+
 def train(cfg: DiffusionConfig, cat: PreparedCatalog, root: Path) -> tuple[EDMDenoiser, dict]:
     folder = targets_folder(cfg, root)
     manifest = read_manifest(folder)
@@ -63,39 +72,41 @@ def train(cfg: DiffusionConfig, cat: PreparedCatalog, root: Path) -> tuple[EDMDe
                    str(folder / "manifest.json"))
     model_cfg = model_config(cfg, ident["dim"], ident["rows"])
     out = root / cfg.name
+    export = {"encoder": ident["encoder"], "encoder_hash": ident["encoder_hash"], "catalog_hash": ident["catalog_hash"],
+              "target_space": {"oar": "retrieved item embeddings", "wscr": "sub-query embeddings"}[ident["task"]],
+              "task": ident["task"], "index_manifest_sha256": sha256_file(root / "index" / INDEX_MANIFEST),
+              "targets": str(folder), "policy_hash": ident["policy_hash"], "teacher": ident["teacher"],
+              "train_steps": cfg.train.steps, "train": to_dict(cfg.train), "seed": cfg.seed}
+    rows = manifest["splits"]["train"]["rows"]
+    if rows < cfg.train.batch_size:
+        raise DataError(f"{folder / 'manifest.json'}: {rows} training target sets, fewer than one batch "
+                        f"(train.batch_size={cfg.train.batch_size}); synthesize more (synth.samples, "
+                        "synth.max_queries) or lower train.batch_size")
+    if cfg.resume and finished_model(out / "model", export, model_cfg):
+        return load_model(out / "model")[0], manifest
     files = [str((folder / "targets" / "train" / name).resolve()) for name in manifest["splits"]["train"]["shards"]]
     checkpoint = fit_denoiser(files, model_cfg, cfg.train, manifest["sigma_data"], cfg.workers, out, cfg.seed,
                               eval_sets(folder, manifest, cfg.train.eval_sets), out / "metrics.jsonl",
                               {"dataset": cat.name, "run": cfg.name}, cfg.resume)
     model = EDMDenoiser(model_cfg, manifest["sigma_data"])
     model.load_state_dict(load_file(str(checkpoint / EMA_WEIGHTS)))
-    export = {"encoder": ident["encoder"], "encoder_hash": ident["encoder_hash"], "catalog_hash": ident["catalog_hash"],
-              "target_space": {"oar": "retrieved item embeddings", "wscr": "sub-query embeddings"}[ident["task"]],
-              "task": ident["task"], "index_manifest_sha256": sha256_file(root / "index" / INDEX_MANIFEST),
-              "targets": str(folder), "policy_hash": ident["policy_hash"], "teacher": ident["teacher"],
-              "train_steps": cfg.train.steps}
     export_model(out / "model", model, export)
     return model.eval(), manifest
 
 
 def evaluate(cfg: DiffusionConfig, cat: PreparedCatalog, encoder: TextEncoder, model: EDMDenoiser,
-             teacher: str) -> dict:
+             teacher: str, progress: bool = True) -> dict:
     if not (Path(teacher) / "config.json").is_file():
         raise DataError(f"the teacher policy {teacher!r} named by the targets' manifest (identity.teacher) is not "
                         "there; run from the directory the synthesis ran in, or restore the RL checkpoint")
     methods = [NoFanout(cat.index, cat.item_emb),
                LMFanout("R4T-FOLM", teacher, encoder, cat.index, cat.item_emb, cfg.policy.template, cfg.reward.k,
-                        cfg.policy.max_new_tokens, cfg.eval.lm_temperature, cfg.seed),
-               DiffusionFanout(model, cfg.sampler, cat.index, cat.item_emb, cfg.seed)]
-    queries = eval_queries(cat, cfg.eval, encoder)
-    results = {m.name: evaluate_method(m, cat, queries, cfg.eval, cfg.reward) for m in methods}
-    texts, emb, _ = next(iter(queries.values()))  # the OAR queries when there are any
-    for m in methods:
-        results[m.name]["latency_s"] = {str(b): fanout_latency(m, texts, emb, b, cfg.eval.k, cfg.reward.wscr_m,
-                                                               cfg.eval.latency_repeats)
-                                        for b in cfg.eval.latency_batches}
-    return {"queries": {t: len(q[0]) for t, q in queries.items()}, "methods": results,
-            "sampler": to_dict(cfg.sampler), "threads": torch.get_num_threads()}
+                        cfg.policy.max_new_tokens, cfg.eval.lm_temperature, cfg.seed, backend=cfg.policy.backend,
+                        device=cfg.policy.device),
+               DiffusionFanout(model.to(cfg.sampler.device), cfg.sampler, cat.index, cat.item_emb, cfg.seed)]
+    out = compare_methods(methods, cat, eval_queries(cat, cfg.eval, encoder), cfg.eval, cfg.reward,
+                          cfg.eval.latency_batches, cfg.eval.latency_repeats, progress)
+    return {**out, "sampler": to_dict(cfg.sampler), "threads": torch.get_num_threads()}
 
 
 def tables(results: dict) -> str:
@@ -114,7 +125,10 @@ def run(cfg: DiffusionConfig, progress: bool = True) -> dict:
         t0 = time.perf_counter()
         model, manifest = train(cfg, cat, root)
         train_seconds = time.perf_counter() - t0
-        ev = evaluate(cfg, cat, encoder, model, manifest["identity"]["teacher"])
+        if not cfg.compare:
+            results[spec.name] = {"train_seconds": train_seconds}
+            continue
+        ev = evaluate(cfg, cat, encoder, model, manifest["identity"]["teacher"], progress)
         ev["train_seconds"] = train_seconds
         out = root / cfg.name
         write_json(out / "eval.json", {"eval": to_dict(cfg.eval), **ev})
@@ -123,7 +137,9 @@ def run(cfg: DiffusionConfig, progress: bool = True) -> dict:
                            f"{cfg.sampler.steps} steps, guidance {cfg.sampler.guidance})\n\n"
                            f"{tables({spec.name: ev})}\n")
         results[spec.name] = ev
-    return {"results": results, "table": tables(results), "seconds": time.perf_counter() - start}
+    compared = {name: ev for name, ev in results.items() if "methods" in ev}
+    return {"results": results, "table": tables(compared) if compared else "(comparison off: compare=false)",
+            "seconds": time.perf_counter() - start}
 
 
 def report(out: dict) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from r4t.catalog import PreparedCatalog, prepare_catalog
 from r4t.config import RLConfig, to_dict
 from r4t.embed import TextEncoder
+from r4t.errors import DataError
 from r4t.io import atomic_path, read_json, write_json
 from r4t.jobs.common import ensure_ray, stage_main
 from r4t.policy.bootstrap import bootstrap_policy
@@ -50,6 +51,10 @@ def warm_start(cfg: RLConfig, cat: PreparedCatalog, encoder: TextEncoder, root: 
 
 def prompt_pool(cat: PreparedCatalog, task: str) -> PromptPool:
     table = cat.queries(task, "train")
+    if table.num_rows == 0:
+        raise DataError(f"{cat.name}: no {task.upper()} training queries to train on; give the dataset a "
+                        f"queries.parquet with task={task} rows in split=train, or reference sets (sets.parquet) "
+                        "whose queries r4t then uses")
     refs = cat.dataset.reference_sets()
     queries = table.column("text").to_pylist()
     return PromptPool(queries, [refs[s] for s in table.column("set_id").to_pylist()] if task == "wscr"
@@ -87,6 +92,8 @@ def run(cfg: RLConfig, progress: bool = True) -> dict:
         final = trainer.train(progress)
         trainer.shutdown()
         seconds[spec.name] = time.perf_counter() - t0
+        if not cfg.evaluate:
+            continue
         scorer = RewardScorer(encoder, cat.index, cat.item_emb, cfg.reward)
         results[spec.name] = {
             label: evaluate_policy(str(path), cat, scorer, cfg.eval, cfg.reward, cfg.policy.template,
