@@ -7,7 +7,9 @@
     r4t data build NAME            one dataset (built-in, or --format/--path) into <run_dir>/NAME/data
     r4t index build                embeddings + faiss index for every dataset in the config
     r4t score FANOUTS.jsonl        per-term rewards of fan-outs, one JSON line each
+    r4t serve [--dataset NAME]     the HTTP API on Ray Serve (serve_configs/ for replicas and autoscaling)
     r4t bench foundation           encoder, index and reward-scorer throughput
+    r4t bench serve                the served app under load vs the in-process sampler
 
 Every command takes --config FILE and dotted overrides (key=value); errors in input name the file, key
 and value, and exit with status 2.
@@ -143,6 +145,36 @@ def _cmd_retrieve(args: argparse.Namespace) -> None:
             print(f"  {score:6.3f}  [{category}] {text}  ({item_id})")
 
 
+def _cmd_bench_serve(args: argparse.Namespace) -> None:
+    from r4t.serve.bench import bench_serve, format_rows
+
+    rows = bench_serve(args.run_dir, args.dataset, args.replicas, args.concurrency, args.requests, args.max_seconds,
+                       {"method": "euler", "steps": args.steps})
+    print(format_rows(rows))
+    print(f"\nreproduce: r4t bench serve --run-dir {args.run_dir} --dataset {args.dataset} --requests {args.requests}")
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    import time
+
+    from ray import serve
+
+    from r4t.jobs.common import ensure_ray
+    from r4t.serve.app import build_app
+
+    app = build_app({"run_dir": args.run_dir, "dataset": args.dataset, "api_key": args.api_key,
+                     "denoiser_replicas": args.replicas})
+    ensure_ray()
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(app, name="r4t", route_prefix="/")
+    print(f"r4t serving {args.dataset} on http://{args.host}:{args.port} (docs: /docs); Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r4t", description="R4T set-valued retrieval on Ray")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,12 +219,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, "jobs/eval.yaml")
     p.set_defaults(func=_cmd_retrieve)
 
+    p = sub.add_parser("serve", help="serve a dataset's artifacts over HTTP with Ray Serve (see serve_configs/)")
+    p.add_argument("--run-dir", default="runs/demo")
+    p.add_argument("--dataset", default="polyvore")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--replicas", type=int, default=1, help="denoiser replicas")
+    p.add_argument("--api-key", default=None, help="require this value in the x-api-key header")
+    p.set_defaults(func=_cmd_serve)
+
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="suite", required=True)
     p = bench.add_parser("foundation", help="encoder sentences/s, index queries/s, scorer fan-outs/s")
     p.add_argument("--dataset", default="playlists")
     p.add_argument("--seconds", type=float, default=5.0, help="minimum time per measurement")
     add_config_args(p, "jobs/data.yaml")
     p.set_defaults(func=_cmd_bench)
+    p = bench.add_parser("serve", help="the served app under load on loopback vs the in-process sampler")
+    p.add_argument("--run-dir", default="runs/demo")
+    p.add_argument("--dataset", default="polyvore")
+    p.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--requests", type=int, default=320, help="per setting")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="per setting")
+    p.add_argument("--steps", type=int, default=8, help="Euler sampler steps")
+    p.set_defaults(func=_cmd_bench_serve, overrides=[])
     return parser
 
 

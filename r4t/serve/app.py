@@ -1,0 +1,126 @@
+"""The HTTP app: a FastAPI ingress composing the encoder, denoiser and index deployments.
+
+    serve run serve_configs/local.yaml            (after `r4t demo`)
+    r4t serve --dataset polyvore                  (the same, from the command line)
+
+POST /v1/fanout, POST /v1/fanout/batch, GET /healthz, GET /v1/info; OpenAPI at /openapi.json, docs at /docs.
+Every bad request is a 4xx naming the problem: the body is checked for size and UTF-8 before it is parsed,
+and the fields against the limits in r4t.serve.schema. An API key, when configured, is required in the
+`x-api-key` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from r4t.serve.artifacts import resolve_artifacts
+from r4t.serve.deployments import CatalogIndex, Denoiser, QueryEncoder
+from r4t.serve.schema import MAX_BODY_BYTES, BatchRequest, FanoutRequest, FanoutResponse
+
+api = FastAPI(title="r4t", description="Set-valued retrieval: a query in, a grounded set of catalog items out.",
+              version="1")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message})
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        problems.append(f"{where}: {e.get('msg', 'invalid')}")
+    return _error(422, "; ".join(problems))
+
+
+@api.middleware("http")
+async def _guard(request: Request, call_next):
+    """Size, encoding and API key, before FastAPI parses anything."""
+    key = request.app.state.api_key
+    if key and request.headers.get("x-api-key") != key and request.url.path not in ("/healthz",):
+        return _error(401, "missing or wrong x-api-key header")
+    if request.method == "POST":
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return _error(413, f"request body of {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+        try:
+            json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            return _error(400, f"request body is not valid UTF-8 (byte {e.start})")
+        except json.JSONDecodeError as e:
+            return _error(400, f"request body is not valid JSON ({e.msg} at position {e.pos})")
+    return await call_next(request)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=128)
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, encoder: DeploymentHandle, denoiser: DeploymentHandle, index: DeploymentHandle,
+                 versions: dict, manifests: dict, api_key: str | None = None):
+        self.encoder, self.denoiser, self.index = encoder, denoiser, index
+        self.versions, self.manifests = versions, manifests
+        api.state.api_key = api_key
+
+    async def _one(self, req: FanoutRequest) -> dict:
+        t0 = time.perf_counter()
+        q = await self.encoder.encode.remote(req.query)
+        t1 = time.perf_counter()
+        if req.method == "diffusion":
+            rows = await self.denoiser.sample.remote((q, req.steps, req.guidance, req.seed))
+        else:
+            rows = q[None]
+        t2 = time.perf_counter()
+        out = await self.index.ground.remote(np.asarray(rows, np.float32), q, req.k)
+        t3 = time.perf_counter()
+        return FanoutResponse(query=req.query, method=req.method, items=out["items"], metrics=out["metrics"],
+                              versions=self.versions,
+                              timing_ms={"encode": 1e3 * (t1 - t0), "generate": 1e3 * (t2 - t1),
+                                         "ground": 1e3 * (t3 - t2), "total": 1e3 * (t3 - t0)}).model_dump()
+
+    @api.post("/v1/fanout", response_model=FanoutResponse)
+    async def fanout(self, req: FanoutRequest) -> dict:
+        """One query → K distinct catalog items, with the set's metrics, artifact versions and timing."""
+        return await self._one(req)
+
+    @api.post("/v1/fanout/batch", response_model=list[FanoutResponse])
+    async def fanout_batch(self, req: BatchRequest) -> list[dict]:
+        """Up to 64 queries at once; they share the denoiser's micro-batches."""
+        return list(await asyncio.gather(*(self._one(r) for r in req.requests)))
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @api.get("/v1/info")
+    async def info(self) -> dict:
+        """The manifests of the loaded artifacts."""
+        return {"versions": self.versions, "manifests": self.manifests}
+
+
+def build_app(args: dict) -> serve.Application:
+    """The app builder `serve run` calls with the config's `args`:
+    run_dir, dataset, diffusion_run, encoder, device, sampler (dict), nprobe, ef_search, api_key, threads,
+    denoiser_replicas,
+    health_check_period_s, health_check_timeout_s (every deployment; a serve config can also set them per
+    deployment)."""
+    art = resolve_artifacts(args.get("run_dir", "runs/demo"), args.get("dataset", "polyvore"),
+                            args.get("diffusion_run", "diffusion"))
+    device, threads = args.get("device", "cpu"), int(args.get("threads", 1))
+    health = {k: float(args[k]) for k in ("health_check_period_s", "health_check_timeout_s") if k in args}
+    encoder = QueryEncoder.options(**health).bind(args.get("encoder", "minilm"), "cpu", threads)
+    denoiser = Denoiser.options(**health, num_replicas=int(args.get("denoiser_replicas", 1))).bind(
+        str(art.model_dir), args.get("sampler"), device, threads)
+    index = CatalogIndex.options(**health).bind(str(art.root), int(args.get("nprobe", 16)),
+                                                int(args.get("ef_search", 64)))
+    return Ingress.options(**health).bind(encoder, denoiser, index, art.versions(), art.manifests(),
+                                          args.get("api_key"))

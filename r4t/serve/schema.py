@@ -1,0 +1,55 @@
+"""Request and response bodies of the HTTP API, with the limits every request is checked against."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
+
+MAX_QUERY_CHARS = 512
+MAX_K = 100
+MAX_BATCH = 64
+MAX_BODY_BYTES = 64 * 1024
+METHODS = ("diffusion", "no-fanout")
+
+
+class FanoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: StrictStr = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    k: StrictInt = Field(10, ge=1, le=MAX_K)
+    method: Literal[METHODS] = "diffusion"
+    guidance: Optional[StrictFloat | StrictInt] = Field(None, ge=0, le=10, description="CFG strength; default: "
+                                                                                     "the served sampler's")
+    steps: Optional[StrictInt] = Field(None, ge=1, le=256, description="sampler steps; default: the served sampler's")
+    seed: Optional[StrictInt] = Field(None, ge=0, le=2**31 - 1, description="pins the sample (such a request is "
+                                                                            "sampled on its own, not micro-batched)")
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("query is blank")
+        return v
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[FanoutRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class Item(BaseModel):
+    id: str
+    text: str
+    category: str
+    score: float
+
+
+class FanoutResponse(BaseModel):
+    query: str
+    method: str
+    items: list[Item]
+    metrics: dict[str, float]  # vendi, align, ground of the returned set
+    versions: dict[str, str]  # hashes of the artifacts that produced it
+    timing_ms: dict[str, float]

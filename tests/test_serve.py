@@ -1,0 +1,165 @@
+"""The serving app over real HTTP on 127.0.0.1: a grounded set comes back; bad requests are 4xx, never 5xx."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from r4t.config import DatasetSpec, IndexConfig
+from r4t.diffusion.checkpoint import export_model
+from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
+from r4t.errors import ManifestMismatch
+from r4t.index import MANIFEST_FILE
+from r4t.io import read_json, sha256_file
+
+
+def tiny_artifacts(run_dir: Path, source: Path, encoder, **manifest_changes) -> Path:
+    """Data and index of the tiny dataset plus an (untrained) exported denoiser whose manifest matches them."""
+    from r4t.catalog import prepare_catalog
+
+    cat = prepare_catalog(DatasetSpec("tiny", "r4t", str(source)), run_dir, encoder, IndexConfig(), progress=False)
+    index = cat.index.manifest
+    torch.manual_seed(0)
+    model = EDMDenoiser(DenoiserConfig(dim=cat.index.dim, rows=4, hidden=32, mlp=64, heads=2, layers=1), 0.05)
+    manifest = {"encoder": index["encoder"], "encoder_hash": index["weights_hash"],
+                "catalog_hash": index["catalog_hash"],
+                "index_manifest_sha256": sha256_file(run_dir / "tiny" / "index" / MANIFEST_FILE),
+                "task": "oar", "policy_hash": "0" * 64, **manifest_changes}
+    export_model(run_dir / "tiny" / "diffusion" / "model", model, manifest)
+    return run_dir
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(ray_local, tmp_path_factory, tiny_source, encoder):
+    from ray import serve
+
+    from r4t.serve.app import build_app
+
+    run_dir = tiny_artifacts(tmp_path_factory.mktemp("serve"), tiny_source, encoder)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"run_dir": str(run_dir), "dataset": "tiny", "sampler": {"steps": 4},
+                         "health_check_period_s": 1}), name="r4t", route_prefix="/")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        client.run_dir = run_dir
+        yield client
+    serve.shutdown()
+
+
+def test_a_query_gets_k_distinct_grounded_items(served, tiny_catalog):
+    r = served.post("/v1/fanout", json={"query": "beach vacation outfit", "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ids = [i["id"] for i in body["items"]]
+    assert len(ids) == len(set(ids)) == 5
+    text_of = dict(zip([f"i{n}" for n in range(len(tiny_catalog.texts))], tiny_catalog.texts))
+    assert all(text_of[i["id"]] == i["text"] for i in body["items"])
+    assert 1 <= body["metrics"]["vendi"] <= 5 and set(body["timing_ms"]) >= {"encode", "generate", "ground"}
+    assert body["versions"]["catalog"] and body["method"] == "diffusion"
+    seeded = [served.post("/v1/fanout", json={"query": "winter look", "seed": 7}).json()["items"] for _ in range(2)]
+    assert seeded[0] == seeded[1]  # a seed pins the sample
+    nearest = served.post("/v1/fanout", json={"query": "red boots", "k": 3, "method": "no-fanout"}).json()
+    assert len(nearest["items"]) == 3
+    batch = served.post("/v1/fanout/batch", json={"requests": [{"query": "a"}, {"query": "b", "k": 2}]})
+    assert batch.status_code == 200 and [len(s["items"]) for s in batch.json()] == [10, 2]
+
+
+def test_health_info_and_openapi(served):
+    assert served.get("/healthz").json() == {"status": "ok"}
+    info = served.get("/v1/info").json()
+    assert info["manifests"]["model"]["dim"] == 384 and info["manifests"]["index"]["count"] == 40
+    assert "/v1/fanout" in served.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize("body, status, names", [
+    ({"query": ""}, 422, "query"),
+    ({"query": "   "}, 422, "blank"),
+    ({"query": "x" * 513}, 422, "query"),
+    ({"query": "q", "k": 0}, 422, "k"),
+    ({"query": "q", "k": 101}, 422, "k"),
+    ({"query": "q", "k": "5"}, 422, "k"),
+    ({"query": 5}, 422, "query"),
+    ({"query": "q", "method": "magic"}, 422, "method"),
+    ({"query": "q", "steps": 0}, 422, "steps"),
+    ({"query": "q", "guidance": -1}, 422, "guidance"),
+    ({"query": "q", "extra": 1}, 422, "extra"),
+    ({}, 422, "query"),
+    ({"requests": []}, 422, "query"),
+])
+def test_bad_requests_are_4xx_naming_the_problem(served, body, status, names):
+    r = served.post("/v1/fanout", json=body)
+    assert r.status_code == status and names in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize("content, status, names", [
+    (b"{not json", 400, "not valid JSON"),
+    (b'{"query": "\xff\xfe"}', 400, "UTF-8"),
+    (b'{"query": "' + b"a" * 70000 + b'"}', 413, "limit"),
+])
+def test_malformed_bodies_are_4xx(served, content, status, names):
+    r = served.post("/v1/fanout", content=content, headers={"content-type": "application/json"})
+    assert r.status_code == status and names in r.json()["error"], r.text
+
+
+def test_fuzzed_requests_never_get_a_5xx(served):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    values = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False),
+                       st.text(max_size=40), st.lists(st.integers(), max_size=3))
+    bodies = st.fixed_dictionaries({}, optional={"query": values | st.text(min_size=1, max_size=80),
+                                                 "k": values, "method": values | st.sampled_from(["diffusion",
+                                                                                                 "no-fanout"]),
+                                                 "steps": values, "guidance": values, "seed": values})
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(bodies)
+    def check(body):
+        r = served.post("/v1/fanout", json=body)
+        assert r.status_code < 500, (body, r.text)
+
+    check()
+
+
+def test_artifacts_that_disagree_stop_the_app_naming_the_field(tmp_path, tiny_source, encoder):
+    from r4t.serve.artifacts import resolve_artifacts
+
+    run_dir = tiny_artifacts(tmp_path, tiny_source, encoder, catalog_hash="another catalog")
+    with pytest.raises(ManifestMismatch, match="field 'catalog_hash'"):
+        resolve_artifacts(run_dir, "tiny")
+    manifest = read_json(run_dir / "tiny" / "diffusion" / "model" / "manifest.json")
+    assert manifest["catalog_hash"] == "another catalog"
+
+
+def _denoiser_replicas() -> set[str]:
+    import ray
+
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "Denoiser" in a["name"]}
+
+
+def test_a_replica_failing_its_health_check_is_replaced(served):
+    import os
+    import time
+
+    before = _denoiser_replicas()
+    assert len(before) == 1
+    weights = served.run_dir / "tiny" / "diffusion" / "model" / "model.safetensors"
+    st = os.stat(weights)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # "changed on disk under the replica"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (_denoiser_replicas() & before or not _denoiser_replicas()):
+        time.sleep(1)
+    after = _denoiser_replicas()
+    assert after and not after & before  # the unhealthy replica was taken out and a new one started
+    r = served.post("/v1/fanout", json={"query": "beach vacation outfit", "k": 3})
+    assert r.status_code == 200 and len(r.json()["items"]) == 3
