@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from r4t.serve.artifacts import resolve_artifacts
+from r4t.serve.artifacts import ServedArtifacts, resolve_artifacts
 from r4t.serve.deployments import CatalogIndex, Denoiser, QueryEncoder
 from r4t.serve.schema import MAX_BODY_BYTES, BatchRequest, FanoutRequest, FanoutResponse
 
@@ -66,10 +66,15 @@ async def _guard(request: Request, call_next):
 @serve.ingress(api)
 class Ingress:
     def __init__(self, encoder: DeploymentHandle, denoiser: DeploymentHandle, index: DeploymentHandle,
-                 versions: dict, manifests: dict, api_key: str | None = None):
-        self.encoder, self.denoiser, self.index = encoder, denoiser, index
-        self.versions, self.manifests = versions, manifests
+                 artifacts: ServedArtifacts, api_key: str | None = None):
+        self.encoder, self.denoiser, self.index, self.artifacts = encoder, denoiser, index, artifacts
+        self.versions, self.manifests = artifacts.versions(), artifacts.manifests()
         api.state.api_key = api_key
+
+    def check_health(self) -> None:
+        """The versions every response carries must still describe the artifacts on disk."""
+        if self.artifacts.versions() != self.versions:
+            raise RuntimeError(f"the artifacts under {self.artifacts.root} changed since this replica started")
 
     async def _one(self, req: FanoutRequest) -> dict:
         t0 = time.perf_counter()
@@ -122,5 +127,4 @@ def build_app(args: dict) -> serve.Application:
         str(art.model_dir), args.get("sampler"), device, threads)
     index = CatalogIndex.options(**health).bind(str(art.root), int(args.get("nprobe", 16)),
                                                 int(args.get("ef_search", 64)))
-    return Ingress.options(**health).bind(encoder, denoiser, index, art.versions(), art.manifests(),
-                                          args.get("api_key"))
+    return Ingress.options(**health).bind(encoder, denoiser, index, art, args.get("api_key"))
