@@ -163,3 +163,21 @@ def test_a_replica_failing_its_health_check_is_replaced(served):
     assert after and not after & before  # the unhealthy replica was taken out and a new one started
     r = served.post("/v1/fanout", json={"query": "beach vacation outfit", "k": 3})
     assert r.status_code == 200 and len(r.json()["items"]) == 3
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "prod.yaml"])
+def test_serve_configs_are_valid_for_serve_and_name_the_apps_deployments(name):
+    import importlib
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "serve_configs" / name).read_text()))
+    [app] = config.applications
+    module, attr = app.import_path.split(":")
+    assert callable(getattr(importlib.import_module(module), attr))
+    assert {d.name for d in app.deployments} == {"Ingress", "QueryEncoder", "Denoiser", "CatalogIndex"}
+    denoiser = next(d for d in app.deployments if d.name == "Denoiser")
+    assert set(denoiser.user_config) == {"max_batch_size", "batch_wait_timeout_s"}
+    assert denoiser.max_ongoing_requests > denoiser.user_config["max_batch_size"]  # or batches never fill
