@@ -64,6 +64,12 @@ def latency_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def comparison_tables(results: dict) -> str:
+    """What a stage prints: quality with intervals, then fan-out latency with the ratio to R4T-Diffusion."""
+    return (f"{quality_table(results)}\n\nFan-out latency (median of repeats after a warm-up; ratio to {REFERENCE}):"
+            f"\n\n{latency_table(results)}")
+
+
 def examples_section(results: dict) -> str:
     out = []
     for dataset, res in results.items():

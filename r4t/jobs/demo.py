@@ -13,7 +13,6 @@ import time
 
 from r4t.config import DemoConfig
 from r4t.errors import ConfigError
-from r4t.eval.report import REFERENCE
 from r4t.jobs import data, diffusion, rl, synth
 from r4t.jobs import eval as eval_job
 from r4t.jobs.common import ensure_ray
@@ -51,5 +50,4 @@ def report(out: dict) -> str:
     ev, seconds = out["eval"], out["seconds"]
     times = ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items())
     return (f"Held-out results (mean [95% bootstrap interval over queries]):\n\n{ev['table']}\n\n"
-            f"Fan-out latency (median of repeats; ratio to {REFERENCE}):\n\n{ev['latency']}\n\n"
             f"Finished in {sum(seconds.values()):.0f} s ({times}).\nreport: {ev['report']}")

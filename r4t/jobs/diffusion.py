@@ -25,7 +25,7 @@ from r4t.diffusion.train import fit_denoiser
 from r4t.embed import TextEncoder
 from r4t.errors import ConfigError, DataError
 from r4t.eval.methods import compare_methods, eval_queries
-from r4t.eval.report import latency_table, quality_table
+from r4t.eval.report import comparison_tables
 from r4t.index import MANIFEST_FILE as INDEX_MANIFEST
 from r4t.index import check_manifest
 from r4t.io import atomic_path, read_json, sha256_file, write_json
@@ -109,11 +109,6 @@ def evaluate(cfg: DiffusionConfig, cat: PreparedCatalog, encoder: TextEncoder, m
     return {**out, "sampler": to_dict(cfg.sampler), "threads": torch.get_num_threads()}
 
 
-def tables(results: dict) -> str:
-    """Quality with intervals, then fan-out latency with the ratio to R4T-Diffusion (the `r4t eval` tables)."""
-    return f"{quality_table(results)}\n\nFan-out latency (ratio to R4T-Diffusion):\n\n{latency_table(results)}"
-
-
 def run(cfg: DiffusionConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
     ensure_ray()
@@ -135,10 +130,10 @@ def run(cfg: DiffusionConfig, progress: bool = True) -> dict:
         with atomic_path(out / "eval.md") as tmp:
             tmp.write_text(f"# {spec.name}: {cfg.name} ({cfg.eval.split} split, sampler {cfg.sampler.method} "
                            f"{cfg.sampler.steps} steps, guidance {cfg.sampler.guidance})\n\n"
-                           f"{tables({spec.name: ev})}\n")
+                           f"{comparison_tables({spec.name: ev})}\n")
         results[spec.name] = ev
     compared = {name: ev for name, ev in results.items() if "methods" in ev}
-    return {"results": results, "table": tables(compared) if compared else "(comparison off: compare=false)",
+    return {"results": results, "table": comparison_tables(compared) if compared else "(comparison off: compare=false)",
             "seconds": time.perf_counter() - start}
 
 

@@ -16,7 +16,7 @@ from r4t.catalog import prepare_catalog
 from r4t.config import EvalConfig, to_dict
 from r4t.embed import TextEncoder
 from r4t.eval.methods import compare_methods, eval_queries
-from r4t.eval.report import REFERENCE, latency_table, quality_table, write_report
+from r4t.eval.report import comparison_tables, write_report
 from r4t.jobs.common import stage_main
 from r4t.retrieve.load import build_method
 
@@ -30,12 +30,11 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
         results[spec.name] = compare_methods(methods, cat, eval_queries(cat, cfg.eval, encoder), cfg.eval,
                                              cfg.reward, cfg.eval.latency_batches, cfg.eval.latency_repeats, progress)
     report = write_report(Path(cfg.run_dir) / cfg.out, results, to_dict(cfg), machine())
-    return {"results": results, "report": str(report), "table": quality_table(results),
-            "latency": latency_table(results)}
+    return {"results": results, "report": str(report), "table": comparison_tables(results)}
 
 
 def report(out: dict) -> str:
-    return f"{out['table']}\n\nFan-out latency (ratio to {REFERENCE}):\n\n{out['latency']}\nreport: {out['report']}"
+    return f"{out['table']}\nreport: {out['report']}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,8 @@ disk underneath it (or whose state went bad) reports unhealthy, and Serve replac
 
 from __future__ import annotations
 
-import asyncio
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,7 @@ class Denoiser:
         self.weights = Path(model_dir) / WEIGHTS
         self.loaded = _stamp(self.weights)
         self.model, self.manifest = load_model(model_dir, device=device)
-        self.sampler = SamplerConfig(**(sampler or {}), device=device)
+        self.sampler = SamplerConfig(**{**(sampler or {}), "device": device})
 
     def reconfigure(self, user_config: dict) -> None:
         self.sample.set_max_batch_size(int(user_config.get("max_batch_size", 32)))
@@ -63,8 +63,8 @@ class Denoiser:
 
     def _generate(self, query_emb: np.ndarray, steps: int | None, guidance: float | None,
                   seed: int | None) -> np.ndarray:
-        settings = SamplerConfig(**{**self.sampler.__dict__, **({"steps": steps} if steps else {}),
-                                    **({"guidance": float(guidance)} if guidance is not None else {})})
+        settings = replace(self.sampler, steps=steps or self.sampler.steps,
+                           guidance=self.sampler.guidance if guidance is None else float(guidance))
         g = None if seed is None else torch.Generator().manual_seed(seed)
         return generate_sets(self.model, torch.from_numpy(query_emb), settings, generator=g).cpu().numpy()
 
@@ -81,7 +81,6 @@ class Denoiser:
             rows = self._generate(np.stack([requests[i][0] for i in members]), steps, guidance, None)
             for j, i in enumerate(members):
                 out[i] = rows[j]
-        await asyncio.sleep(0)
         return out
 
     def check_health(self) -> None:
