@@ -20,6 +20,7 @@ from r4t.embed import TextEncoder, embed_catalog
 from r4t.errors import ConfigError, DataError, ManifestMismatch
 from r4t.index import MANIFEST_FILE, ItemIndex, gpu_available
 from r4t.io import read_json
+from r4t.storage import fetch, publish, run_root
 
 
 @dataclass
@@ -55,7 +56,9 @@ def _index_identity(cfg: IndexConfig, embed_manifest: dict) -> dict:
 
 def prepare_catalog(spec: DatasetSpec, run_dir: str | Path, encoder: TextEncoder, index_cfg: IndexConfig,
                     seed: int = 0, progress: bool = True) -> PreparedCatalog:
-    root = Path(run_dir) / spec.name
+    root = run_root(run_dir) / spec.name
+    for part in ("data", "index"):
+        fetch(root / part)
     dataset = load_dataset(spec, seed)
     saved = read_json(root / "data" / INFO_FILE) if (root / "data" / INFO_FILE).is_file() else {}
     if saved.get("catalog_hash") != dataset.catalog_hash or saved.get("queries") != dataset.queries.num_rows:
@@ -74,4 +77,6 @@ def prepare_catalog(spec: DatasetSpec, run_dir: str | Path, encoder: TextEncoder
         index = ItemIndex.build(emb, dataset.items.column("item_id").to_pylist(), index_cfg.factory,
                                 index_cfg.shards, identity, use_gpu, index_cfg.nprobe, index_cfg.ef_search, seed)
         index.save(root / "index")
+    for part in ("data", "index"):
+        publish(root / part)
     return PreparedCatalog(spec.name, dataset, emb, index)

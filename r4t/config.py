@@ -28,6 +28,12 @@ def _require(ok: bool, key: str, value: Any, why: str) -> None:
         raise ConfigError(f"{key}={value!r}: {why}")
 
 
+def _check_resources(key: str, resources: dict) -> None:
+    reserved = {"CPU", "GPU", "memory", "object_store_memory"} & set(resources)
+    _require(not reserved, key, dict(resources), f"{sorted(reserved)} are set by the cpus/gpus keys, not here")
+    _require(all(v > 0 for v in resources.values()), key, dict(resources), "amounts must be positive")
+
+
 @dataclass
 class EmbedConfig:
     model: str = "minilm"  # "minilm" (the packaged all-MiniLM-L6-v2) or a sentence-transformers folder
@@ -217,8 +223,12 @@ class WorkersConfig:
     learner_gpus: float = 0.0
     torch_threads: int = 1  # per rollout and reward worker
     learner_threads: int = 2  # the learner computes while the others wait, so it may use every core
+    # Custom Ray resources each reward worker needs, e.g. {scoring: 1}: the resource only a CPU worker group
+    # advertises, so reward scoring runs there and not beside the GPUs.
+    reward_resources: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _check_resources("workers.reward_resources", self.reward_resources)
         for name in ("rollout", "reward", "torch_threads", "learner_threads"):
             _require(getattr(self, name) >= 1, f"workers.{name}", getattr(self, name), "must be at least 1")
         for name in ("rollout_cpus", "reward_cpus", "learner_cpus", "rollout_gpus", "learner_gpus"):
@@ -289,8 +299,10 @@ class ActorsConfig:
     cpus: float = 1.0
     gpus: float = 0.0
     torch_threads: int = 1
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per actor, e.g. {gpu_group: 1}
 
     def __post_init__(self) -> None:
+        _check_resources("workers.resources", self.resources)
         _require(self.count >= 1, "workers.count", self.count, "must be at least 1")
         _require(self.torch_threads >= 1, "workers.torch_threads", self.torch_threads, "must be at least 1")
         for name in ("cpus", "gpus"):
@@ -467,8 +479,9 @@ class EvalConfig(RunConfig):
 
 
 @dataclass
-class DemoConfig(RunConfig):
-    """The embedded default (jobs/demo.yaml): every stage in one file, sized for a 2-core machine.
+class PipelineConfig(RunConfig):
+    """Every stage in one file: jobs/pipeline.yaml (cluster-sized) and jobs/demo.yaml (the embedded default, sized
+    for a 2-core machine), run by `python -m r4t.jobs.pipeline` and `r4t demo`.
 
     Each section is the section of the same name in that stage's own job file (workers are prefixed by stage)."""
 

@@ -24,6 +24,7 @@ from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser, denoising_loss
 from r4t.diffusion.edm import training_sigma
 from r4t.errors import DataError
 from r4t.metrics import DashboardGauges, MetricsLog
+from r4t.storage import fetch, publish, remove, storage_uri
 
 COLUMNS = ["target", "query_emb", "n_valid"]
 GAUGES = DashboardGauges("r4t_diffusion", ("loss", "eval_loss", "lr", "sets_per_s"), ("dataset", "run"),
@@ -87,7 +88,7 @@ def train_loop(config: dict) -> None:
     eval_sets = [torch.as_tensor(a) for a in config["eval_sets"]]
     eval_x0, eval_q = eval_sets[0], eval_sets[1]
     eval_valid = torch.arange(eval_x0.shape[1])[None, :] < eval_sets[2][:, None]
-    log = MetricsLog(Path(config["metrics_path"]), step, GAUGES) if rank == 0 else None
+    log = MetricsLog(fetch(config["metrics_path"]), step, GAUGES) if rank == 0 else None
     # Noise draws differ per rank and per resumed segment, and repeat exactly for the same (seed, rank, start).
     g = torch.Generator().manual_seed(int(np.random.default_rng([config["seed"], rank, step]).integers(2**62)))
     shard, collate = ray.train.get_dataset_shard("train"), make_collate()
@@ -141,6 +142,7 @@ def _report_checkpoint(rank, step, record, model, ema, optimizer, config, eval_x
     ema_cpu = copy.deepcopy(ema).cpu()
     record["eval_loss"] = fixed_loss(ema_cpu, eval_x0, eval_q, eval_valid)
     log.write(record, config["tags"])
+    publish(log.path)  # rank 0 may run on another node than the driver
     with tempfile.TemporaryDirectory() as tmp:
         save_training_state(Path(tmp), model, ema, optimizer, {"step": step, "sigma_data": config["sigma_data"],
                                                               "model": config["model"]})
@@ -172,14 +174,13 @@ def make_collate():
 
 def fit_denoiser(target_files: list[str], model_cfg: DenoiserConfig, settings: DiffusionTrainSettings,
                  sigma_data: float, workers, storage: Path, seed: int, eval_sets: tuple, metrics_path: Path,
-                 tags: dict, resume: bool = True) -> Path:
-    """Run (or resume) Ray Train over the target shards. → the folder of the latest checkpoint.
+                 tags: dict, resume: bool = True):
+    """Run (or resume) Ray Train over the target shards. → the latest ray.train.Checkpoint.
 
-    Checkpoints go to <storage>/train/ (Ray Train's layout); a rerun with the same storage resumes from the
-    latest one. Multi-node training needs `storage` on a filesystem every node sees. Paths handed to the
-    workers are absolute: Ray Train runs them in a working directory of its own."""
-    import shutil
-
+    Checkpoints go to <storage>/train/ (Ray Train's layout), straight to the remote side for a URI run_dir; a
+    rerun with the same storage resumes from the latest one. Multi-node training needs `storage` on a filesystem
+    every node sees (ensure_ray checks a local run_dir). Paths handed to the workers are absolute: Ray Train runs
+    them in a working directory of its own."""
     import ray
     import ray.data
     import ray.train
@@ -193,18 +194,18 @@ def fit_denoiser(target_files: list[str], model_cfg: DenoiserConfig, settings: D
                           f"{ray.cluster_resources().get('CPU', 0):g} CPUs, and Ray Data needs one to read the targets "
                           "(the run would wait forever); lower workers.cpus or workers.count")
     if not resume:
-        shutil.rmtree(storage / "train", ignore_errors=True)
+        remove(storage / "train")
     config = {"model": model_cfg.to_dict(), "train": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
               "sigma_data": sigma_data, "seed": seed, "threads": workers.torch_threads,
               "metrics_path": str(metrics_path.resolve()), "tags": tags, "eval_sets": eval_sets}
-    data = ray.data.read_parquet(target_files).select_columns(COLUMNS)
+    data = ray.data.read_parquet([storage_uri(f) for f in target_files]).select_columns(COLUMNS)
     if settings.materialize:  # read once into the object store: epochs then cost no re-reading
         data = data.materialize()
     trainer = TorchTrainer(
         train_loop, train_loop_config=config, datasets={"train": data},
         scaling_config=ray.train.ScalingConfig(num_workers=workers.count, use_gpu=workers.use_gpu,
                                                resources_per_worker={"CPU": workers.cpus}),
-        run_config=ray.train.RunConfig(storage_path=str(storage.resolve()), name="train",
+        run_config=ray.train.RunConfig(storage_path=storage_uri(storage), name="train",
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
     try:
         result = trainer.fit()
@@ -214,4 +215,4 @@ def fit_denoiser(target_files: list[str], model_cfg: DenoiserConfig, settings: D
         raise R4TError(f"diffusion training failed: {type(cause).__name__}: {str(cause).splitlines()[0]}") from None
     if result.checkpoint is None:
         raise R4TError(f"diffusion training under {storage} ended without a checkpoint")
-    return Path(result.checkpoint.path)
+    return result.checkpoint

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import secrets
+import sys
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import ray
 
-from r4t.config import load_config
+from r4t.config import RunConfig, load_config
+from r4t.errors import ConfigError, R4TError
+from r4t.storage import fetch, is_uri, publish, run_root
 
 T = TypeVar("T")
 
@@ -21,10 +27,91 @@ def config_from_args(schema: type[T], args: argparse.Namespace) -> T:
     return load_config(schema, args.config, args.overrides)
 
 
-def ensure_ray() -> None:
-    """Join the cluster of `ray job submit` (RAY_ADDRESS) or a running one; otherwise start a local Ray."""
+def ensure_ray(run_dir: str | None = None) -> None:
+    """Join the cluster of `ray job submit` (RAY_ADDRESS) or a running one; otherwise start a local Ray. With
+    run_dir, check that every node of the cluster can reach it before any work starts."""
     if not ray.is_initialized():
         ray.init(log_to_driver=False, include_dashboard=None)
+    if run_dir is not None:
+        check_shared_run_dir(run_dir)
+
+
+@ray.remote(num_cpus=0)
+def _sees(path: str, token: str) -> tuple[str, bool]:
+    marker = Path(path)
+    return ray.get_runtime_context().get_node_id(), marker.is_file() and marker.read_text() == token
+
+
+def probe_nodes(marker: str, token: str) -> dict[str, bool]:
+    """Node address → whether a zero-CPU task pinned to that node reads `token` from `marker`."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+    if len(nodes) < 2:
+        return {}
+    seen = ray.get([_sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                    .remote(marker, token) for node in nodes], timeout=120)
+    return {f"{nodes[node]} ({node[:8]})": ok for node, ok in seen}
+
+
+def check_shared_run_dir(run_dir: str, probe: Callable[[str, str], dict[str, bool]] = probe_nodes) -> None:
+    """Actors and Ray Train workers on any node read and write the run directory, so on a multi-node cluster a
+    local run_dir must be shared storage (the same NFS mount on every node). A URI is always shared. Probe: write a
+    random token beside the artifacts and have a task on every alive node read it back."""
+    if is_uri(run_dir):
+        return
+    marker = Path(run_dir).resolve() / f".shared-probe-{secrets.token_hex(4)}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(16)
+    marker.write_text(token)
+    try:
+        seen = probe(str(marker), token)
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [node for node, ok in seen.items() if not ok]
+    if blind:
+        raise ConfigError(
+            f"run_dir={run_dir!r}: a local path that node(s) {', '.join(blind)} of this {len(seen)}-node cluster "
+            "cannot see; actors and multi-node Ray Train need shared storage: mount it on every node at the same "
+            "path (NFS), or use a URI (s3://bucket/path, gs://..., abfs://...)")
+
+
+def require_resources(key: str, resources: dict[str, float]) -> None:
+    """Actors that ask for a custom resource no node has would wait forever: say so before creating them."""
+    have = ray.cluster_resources()
+    missing = {name: amount for name, amount in resources.items() if have.get(name, 0) < amount}
+    if missing:
+        raise ConfigError(f"{key}={dict(resources)}: no node of this cluster offers {missing} (it has "
+                          f"{ {k: v for k, v in have.items() if 'node:' not in k} }); start a node with "
+                          "`ray start --resources` or add the resource to a worker group, or drop the key")
+
+
+def synced_stage(run: Callable) -> Callable:
+    """For a URI run_dir, a stage works in this node's mirror (r4t.storage): fetch the datasets' folders first,
+    publish the run directory after, also when the stage fails (its checkpoints and shards are kept for the rerun).
+    For a local run_dir this changes nothing."""
+    @functools.wraps(run)
+    def wrapper(cfg: RunConfig, *args, **kwargs):
+        if not is_uri(cfg.run_dir):
+            return run(cfg, *args, **kwargs)
+        root = run_root(cfg.run_dir)
+        for spec in cfg.datasets:
+            fetch(root / spec.name)
+        try:
+            return run(cfg, *args, **kwargs)
+        finally:
+            publish(root)
+    return wrapper
+
+
+def reporting_errors(work: Callable[[], None], prog: str) -> int:
+    """Run an entry point: bad input (any R4TError) is one line naming it and exit status 2, not a traceback."""
+    try:
+        work()
+    except R4TError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def stage_main(argv: list[str] | None, doc: str, stage: str, schema: type[T], run: Callable[[T], dict],
@@ -32,5 +119,5 @@ def stage_main(argv: list[str] | None, doc: str, stage: str, schema: type[T], ru
     """`python -m r4t.jobs.<stage> [--config jobs/<stage>.yaml] [key=value ...]`: run the stage, print its report."""
     parser = argparse.ArgumentParser(prog=f"python -m r4t.jobs.{stage}", description=doc.splitlines()[0])
     add_config_args(parser, f"jobs/{stage}.yaml")
-    print(report(run(config_from_args(schema, parser.parse_args(argv)))))
-    return 0
+    args = parser.parse_args(argv)
+    return reporting_errors(lambda: print(report(run(config_from_args(schema, args)))), parser.prog)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from r4t.catalog import PreparedCatalog, prepare_catalog
 from r4t.config import PrepareConfig, to_dict
@@ -18,8 +17,9 @@ from r4t.embed import TextEncoder
 from r4t.eval.methods import compare_methods, eval_queries
 from r4t.eval.report import quality_table
 from r4t.io import atomic_path, write_json
-from r4t.jobs.common import stage_main
+from r4t.jobs.common import stage_main, synced_stage
 from r4t.retrieve.methods import CategoryDiverse, NoFanout
+from r4t.storage import run_root
 
 
 def prepare_all(cfg: PrepareConfig, encoder: TextEncoder, progress: bool = True) -> dict[str, PreparedCatalog]:
@@ -27,6 +27,7 @@ def prepare_all(cfg: PrepareConfig, encoder: TextEncoder, progress: bool = True)
             for spec in cfg.datasets}
 
 
+@synced_stage
 def run(cfg: PrepareConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
     encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
@@ -38,7 +39,7 @@ def run(cfg: PrepareConfig, progress: bool = True) -> dict:
         results[name] = compare_methods(methods, cat, eval_queries(cat, cfg.eval, encoder), cfg.eval, cfg.reward,
                                         progress=progress)
     table = quality_table(results)
-    run_dir = Path(cfg.run_dir)
+    run_dir = run_root(cfg.run_dir)
     write_json(run_dir / "baselines.json", {"config": to_dict(cfg), "results": results})
     with atomic_path(run_dir / "baselines.md") as tmp:
         tmp.write_text(f"# Baselines ({cfg.eval.split} split, K={cfg.eval.k})\n\n{table}\n")

@@ -29,9 +29,11 @@ from r4t.eval.report import comparison_tables
 from r4t.index import MANIFEST_FILE as INDEX_MANIFEST
 from r4t.index import check_manifest
 from r4t.io import atomic_path, read_json, sha256_file, write_json
-from r4t.jobs.common import ensure_ray, stage_main
+from r4t.jobs.common import ensure_ray, stage_main, synced_stage
 from r4t.retrieve.methods import DiffusionFanout, LMFanout, NoFanout
+from r4t.storage import run_root
 from r4t.synth.targets import query_embeddings, read_manifest, read_targets, target_arrays
+
 
 def targets_folder(cfg: DiffusionConfig, root: Path) -> Path:
     return root / cfg.targets if (root / cfg.targets).is_dir() else Path(cfg.targets)
@@ -89,7 +91,8 @@ def train(cfg: DiffusionConfig, cat: PreparedCatalog, root: Path) -> tuple[EDMDe
                               eval_sets(folder, manifest, cfg.train.eval_sets), out / "metrics.jsonl",
                               {"dataset": cat.name, "run": cfg.name}, cfg.resume)
     model = EDMDenoiser(model_cfg, manifest["sigma_data"])
-    model.load_state_dict(load_file(str(checkpoint / EMA_WEIGHTS)))
+    with checkpoint.as_directory() as folder:  # downloaded first when the run directory is a URI
+        model.load_state_dict(load_file(str(Path(folder) / EMA_WEIGHTS)))
     export_model(out / "model", model, export)
     return model.eval(), manifest
 
@@ -109,14 +112,15 @@ def evaluate(cfg: DiffusionConfig, cat: PreparedCatalog, encoder: TextEncoder, m
     return {**out, "sampler": to_dict(cfg.sampler), "threads": torch.get_num_threads()}
 
 
+@synced_stage
 def run(cfg: DiffusionConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
-    ensure_ray()
+    ensure_ray(cfg.run_dir)
     encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
     results = {}
     for spec in cfg.datasets:
         cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress)
-        root = Path(cfg.run_dir) / spec.name
+        root = run_root(cfg.run_dir) / spec.name
         t0 = time.perf_counter()
         model, manifest = train(cfg, cat, root)
         train_seconds = time.perf_counter() - t0

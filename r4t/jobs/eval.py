@@ -9,7 +9,6 @@ that names the stage to run.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from r4t.bench import machine
 from r4t.catalog import prepare_catalog
@@ -17,10 +16,12 @@ from r4t.config import EvalConfig, to_dict
 from r4t.embed import TextEncoder
 from r4t.eval.methods import compare_methods, eval_queries
 from r4t.eval.report import comparison_tables, write_report
-from r4t.jobs.common import stage_main
+from r4t.jobs.common import stage_main, synced_stage
 from r4t.retrieve.load import build_method
+from r4t.storage import remote_of, run_root
 
 
+@synced_stage
 def run(cfg: EvalConfig, progress: bool = True) -> dict:
     encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
     results = {}
@@ -29,8 +30,8 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
         methods = [build_method(name, cfg, cat, encoder) for name in cfg.methods.names]
         results[spec.name] = compare_methods(methods, cat, eval_queries(cat, cfg.eval, encoder), cfg.eval,
                                              cfg.reward, cfg.eval.latency_batches, cfg.eval.latency_repeats, progress)
-    report = write_report(Path(cfg.run_dir) / cfg.out, results, to_dict(cfg), machine())
-    return {"results": results, "report": str(report), "table": comparison_tables(results)}
+    report = write_report(run_root(cfg.run_dir) / cfg.out, results, to_dict(cfg), machine())
+    return {"results": results, "report": remote_of(report) or str(report), "table": comparison_tables(results)}
 
 
 def report(out: dict) -> str:

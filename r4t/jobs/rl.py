@@ -19,12 +19,13 @@ from r4t.config import RLConfig, to_dict
 from r4t.embed import TextEncoder
 from r4t.errors import DataError
 from r4t.io import atomic_path, read_json, write_json
-from r4t.jobs.common import ensure_ray, stage_main
+from r4t.jobs.common import ensure_ray, require_resources, stage_main, synced_stage
 from r4t.policy.bootstrap import bootstrap_policy
 from r4t.policy.model import INFO_FILE
 from r4t.rewards.scorer import RewardScorer
 from r4t.rl.evaluate import evaluate_policy
 from r4t.rl.trainer import PromptPool, RLTrainer, check_config
+from r4t.storage import fetch, run_root
 
 COLUMNS = (("reward", "oar", "reward"), ("composite (all)", "oar", "composite_all"),
            ("composite", "oar", "composite"), ("ground", "oar", "ground"), ("div", "oar", "div"),
@@ -75,21 +76,23 @@ def format_table(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+@synced_stage
 def run(cfg: RLConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
     check_config(cfg)
-    ensure_ray()
+    ensure_ray(cfg.run_dir)
+    require_resources("rl_workers.reward_resources", cfg.workers.reward_resources)
     encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
     results, seconds = {}, {}
     for spec in cfg.datasets:
         t0 = time.perf_counter()
         cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress)
-        root = Path(cfg.run_dir) / spec.name
+        root = run_root(cfg.run_dir) / spec.name
         init = warm_start(cfg, cat, encoder, root)
         out = root / cfg.name
         write_json(out / "config.json", to_dict(cfg))
         trainer = RLTrainer(cfg, spec, prompt_pool(cat, cfg.rl.task), init, out)
-        final = trainer.train(progress)
+        final = fetch(trainer.train(progress))  # the learner wrote it, maybe on another node
         trainer.shutdown()
         seconds[spec.name] = time.perf_counter() - t0
         if not cfg.evaluate:

@@ -18,10 +18,11 @@ from r4t.config import SynthConfig
 from r4t.embed import TextEncoder
 from r4t.errors import ConfigError, DataError
 from r4t.io import read_json, sha256_file
-from r4t.jobs.common import ensure_ray, stage_main
+from r4t.jobs.common import ensure_ray, require_resources, stage_main, synced_stage
 from r4t.policy.model import INFO_FILE
 from r4t.rewards.scorer import scorer_factory
 from r4t.rl.checkpoint import latest_checkpoint
+from r4t.storage import fetch, run_root
 from r4t.synth.synthesize import check_identity, pending_shards, plan_shards, run_shards, write_manifest
 from r4t.synth.worker import Generation
 
@@ -71,13 +72,15 @@ def identity(cfg: SynthConfig, cat: PreparedCatalog, teacher: Path, policy_hash:
             "encoder": cat.index.manifest["encoder"], "encoder_hash": cat.index.manifest["weights_hash"]}
 
 
+@synced_stage
 def run(cfg: SynthConfig, progress: bool = True) -> dict:
-    ensure_ray()
+    ensure_ray(cfg.run_dir)
+    require_resources("synth_workers.resources", cfg.workers.resources)
     encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
     results = {}
     for spec in cfg.datasets:
         cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress)
-        root = Path(cfg.run_dir) / spec.name
+        root = run_root(cfg.run_dir) / spec.name
         teacher = resolve_teacher(cfg, root)
         policy_hash = sha256_file(teacher / "model.safetensors")
         ident = identity(cfg, cat, teacher, policy_hash)
@@ -91,6 +94,7 @@ def run(cfg: SynthConfig, progress: bool = True) -> dict:
         start = time.perf_counter()
         stats = run_shards(todo, generation, factory, cfg.synth, ident, cfg.workers,
                            {"dataset": spec.name, "run": cfg.name}, progress)
+        fetch(out)  # shards written by workers on other nodes
         manifest = write_manifest(out, ident, cfg.synth.splits, stats, time.perf_counter() - start)
         results[spec.name] = {"out": str(out), "shards": len(shards), "ran": len(todo), **manifest}
     return results

@@ -16,21 +16,22 @@ from r4t.io import read_json
 from r4t.policy.model import INFO_FILE
 from r4t.retrieve.methods import MMR, CategoryDiverse, DiffusionFanout, FanoutMethod, LMFanout, NoFanout
 from r4t.rl.checkpoint import latest_checkpoint
+from r4t.storage import fetch, run_root
 
 
 def final_policy(run: Path) -> Path:
     """The final checkpoint of a finished RL run."""
-    last = latest_checkpoint(run)
+    last = latest_checkpoint(fetch(run / "checkpoints").parent)
     if last is None or not read_json(last / INFO_FILE).get("final"):
         raise DataError(f"R4T-FOLM: no finished RL run at {run}; run `python -m r4t.jobs.rl` first")
     return last
 
 
 def build_method(name: str, cfg: EvalConfig, cat: PreparedCatalog, encoder: TextEncoder) -> FanoutMethod:
-    root, m, p = Path(cfg.run_dir) / cat.name, cfg.methods, cfg.policy
+    root, m, p = run_root(cfg.run_dir) / cat.name, cfg.methods, cfg.policy
 
     def lm(label: str, path: Path, samples: int = 1) -> LMFanout:
-        if not (path / "config.json").is_file():
+        if not (fetch(path) / "config.json").is_file():
             raise DataError(f"{label}: no policy at {path}; run `python -m r4t.jobs.rl` first")
         return LMFanout(label, str(path), encoder, cat.index, cat.item_emb, p.template, cfg.reward.k,
                         p.max_new_tokens, cfg.eval.lm_temperature, cfg.seed, samples=samples, reward=cfg.reward,
@@ -49,7 +50,7 @@ def build_method(name: str, cfg: EvalConfig, cat: PreparedCatalog, encoder: Text
     if name == "R4T-FOLM":
         return lm(name, final_policy(root / m.rl_run))
     if name == "R4T-Diffusion":
-        folder = root / m.diffusion_run / "model"
+        folder = fetch(root / m.diffusion_run / "model")
         if not folder.is_dir():
             raise DataError(f"R4T-Diffusion: no model at {folder}; run `python -m r4t.jobs.diffusion` first")
         model, _ = load_model(folder, expect={"catalog_hash": cat.dataset.catalog_hash, "dim": cat.index.dim,

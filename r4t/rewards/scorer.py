@@ -16,6 +16,7 @@ from r4t.errors import DataError
 from r4t.index import ItemIndex, check_manifest
 from r4t.rewards.parse import parse_fanout
 from r4t.rewards.terms import alignment, composite, diversity, groundedness, wscr_coverage
+from r4t.storage import is_uri
 
 TERMS = ("reward", "composite", "ground", "div", "div_raw", "align", "recall", "hit")
 
@@ -100,8 +101,9 @@ class RewardScorer:
 
 def scorer_factory(run_dir: str, spec, embed_cfg, index_cfg, reward_cfg: RewardConfig, seed: int):
     """A picklable recipe for a RewardScorer over a prepared catalog (the driver prepared it already). The run
-    directory is made absolute here: the actor that builds the scorer may run in another working directory."""
-    run_dir = str(Path(run_dir).resolve())
+    directory is made absolute here: the actor that builds the scorer may run in another working directory
+    (a URI stays one: prepare_catalog fetches the catalog onto the actor's node)."""
+    run_dir = run_dir if is_uri(run_dir) else str(Path(run_dir).resolve())
 
     def build():
         from r4t.catalog import prepare_catalog  # catalog sits above rewards: import at call time

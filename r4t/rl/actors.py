@@ -13,16 +13,17 @@ import numpy as np
 import torch
 
 from r4t.config import RLSettings
+from r4t.optim_state import load_optimizer, save_optimizer
 from r4t.policy.backend import Rollout, SamplingSettings, make_backend
 from r4t.policy.model import load_policy, pack, save_policy, token_logprobs
-from r4t.optim_state import load_optimizer, save_optimizer
 from r4t.rl.losses import get_loss
+from r4t.storage import fetch, publish
 
 
 class RolloutWorker:
     def __init__(self, backend: str, model_path: str, device: str = "cpu", torch_threads: int = 1):
         torch.set_num_threads(torch_threads)
-        self.backend = make_backend(backend, model_path, device)
+        self.backend = make_backend(backend, str(fetch(model_path)), device)
 
     def generate(self, prompts: list[str], settings: SamplingSettings) -> tuple[list[Rollout], float]:
         start = time.perf_counter()
@@ -53,6 +54,8 @@ class Learner:
         """reference_path: the frozen policy of grpo_kl (the run's initial policy, also when resuming)."""
         torch.set_num_threads(torch_threads)
         self.settings = settings
+        for path in {model_path, reference_path or model_path}:  # a URI run_dir: bring them to this node
+            fetch(path)
         self.model, self.tokenizer = load_policy(model_path, device)
         self.loss_fn = get_loss(settings.loss)
         self.reference = None
@@ -106,6 +109,7 @@ class Learner:
     def save(self, folder: str, info: dict) -> str:
         """A Hugging Face folder (safetensors + tokenizer) with the optimizer state, for an exact resume."""
         save_policy(self.model, self.tokenizer, folder, info, lambda tmp: save_optimizer(self.optimizer, tmp))
+        publish(folder)
         return folder
 
     def optimizer_state(self) -> dict:

@@ -20,6 +20,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from r4t.config import RLConfig, to_dict
 from r4t.errors import R4TError
+from r4t.metrics import MetricsLog
 from r4t.policy.backend import Rollout, SamplingSettings
 from r4t.policy.model import read_info
 from r4t.policy.prompt import build_prompt
@@ -28,8 +29,8 @@ from r4t.rl.actors import Learner, RewardWorker, RolloutWorker
 from r4t.rl.advantages import get_advantage
 from r4t.rl.checkpoint import checkpoint_dir, latest_checkpoint
 from r4t.rl.losses import get_loss
-from r4t.metrics import MetricsLog
 from r4t.rl.metrics import GAUGES, reward_stats
+from r4t.storage import publish
 
 
 @dataclass
@@ -80,7 +81,8 @@ class RLTrainer:
         self.rollout = [ray.remote(RolloutWorker).options(num_cpus=w.rollout_cpus, num_gpus=w.rollout_gpus).remote(
             cfg.policy.backend, model_path, cfg.policy.device, w.torch_threads) for _ in range(w.rollout)]
         factory = scorer_factory(cfg.run_dir, spec, cfg.embed, cfg.index, cfg.reward, cfg.seed)
-        self.reward = [ray.remote(RewardWorker).options(num_cpus=w.reward_cpus).remote(factory, w.torch_threads)
+        self.reward = [ray.remote(RewardWorker).options(num_cpus=w.reward_cpus, resources=dict(w.reward_resources))
+                       .remote(factory, w.torch_threads)
                        for _ in range(w.reward)]
         self.advantage = get_advantage(s.advantage)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +135,7 @@ class RLTrainer:
         info = {"step": step, "kind": "rl", "final": final, "parent": self.init_path, "reward": stats,
                 "config": to_dict(self.cfg), "dataset": self.spec.name}
         _call(self.learner.save.remote(str(folder), info), "learner", step, self.cfg.rl.timeout_s)
+        publish(self.log.path)  # the learner published the checkpoint; the log is the driver's
         return folder
 
     def train(self, progress: bool = True) -> Path:

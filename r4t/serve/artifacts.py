@@ -16,6 +16,7 @@ from r4t.errors import DataError
 from r4t.index import MANIFEST_FILE as INDEX_MANIFEST
 from r4t.index import check_manifest
 from r4t.io import read_json, sha256_file
+from r4t.storage import fetch, run_root
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,10 @@ class ServedArtifacts:
 
 def resolve_artifacts(run_dir: str | Path, dataset: str, diffusion_run: str = "diffusion") -> ServedArtifacts:
     """Find the artifacts and check they agree; raises DataError (missing) or ManifestMismatch (naming the field)."""
-    root = Path(run_dir).resolve() / dataset
+    root = run_root(run_dir).resolve() / dataset
     art = ServedArtifacts(root, root / diffusion_run / "model")
+    for folder in (art.data_dir, art.index_dir, art.model_dir):  # a URI run_dir: onto this replica's node
+        fetch(folder)
     for folder, stage in ((art.data_dir, "python -m r4t.jobs.data"), (art.index_dir, "python -m r4t.jobs.data"),
                           (art.model_dir, "python -m r4t.jobs.diffusion")):
         if not folder.is_dir():

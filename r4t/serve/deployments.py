@@ -23,6 +23,7 @@ from r4t.grounding import ground_sets
 from r4t.index import ItemIndex
 from r4t.rewards.set_metrics import set_quality
 from r4t.rewards.terms import groundedness
+from r4t.storage import fetch
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -52,7 +53,7 @@ class Denoiser:
 
     def __init__(self, model_dir: str, sampler: dict | None = None, device: str = "cpu", threads: int = 1):
         torch.set_num_threads(threads)
-        self.weights = Path(model_dir) / WEIGHTS
+        self.weights = fetch(model_dir) / WEIGHTS  # a URI run_dir: onto this replica's node first
         self.loaded = _stamp(self.weights)
         self.model, self.manifest = load_model(model_dir, device=device)
         self.sampler = SamplerConfig(**{**(sampler or {}), "device": device})
@@ -94,6 +95,8 @@ class CatalogIndex:
 
     def __init__(self, root: str, nprobe: int = 16, ef_search: int = 64):
         root = Path(root)
+        for part in ("data", "index"):
+            fetch(root / part)
         self.manifest_path = root / "index" / "manifest.json"
         self.loaded = _stamp(self.manifest_path)
         self.index = ItemIndex.load(root / "index", nprobe=nprobe, ef_search=ef_search)

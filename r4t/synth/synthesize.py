@@ -77,7 +77,8 @@ def run_shards(todo: list[Shard], generation: Generation, scorer_factory, settin
     """Run shards on up to `workers.count` actors, one shard in flight per actor. → per-shard statistics."""
     if not todo:
         return []
-    actor_cls = ray.remote(SynthWorker).options(num_cpus=workers.cpus, num_gpus=workers.gpus)
+    actor_cls = ray.remote(SynthWorker).options(num_cpus=workers.cpus, num_gpus=workers.gpus,
+                                                resources=dict(workers.resources))
     actors = [actor_cls.remote(generation, scorer_factory, settings, identity, workers.torch_threads)
               for _ in range(min(workers.count, len(todo)))]
     queue, in_flight, stats = list(todo), {}, []

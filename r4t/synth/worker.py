@@ -19,6 +19,7 @@ from r4t.config import SynthSettings
 from r4t.grounding import ground_sets
 from r4t.policy.backend import SamplingSettings, make_backend
 from r4t.policy.prompt import build_prompt
+from r4t.storage import fetch, publish
 from r4t.synth.targets import write_shard
 
 
@@ -49,7 +50,7 @@ class SynthWorker:
                  torch_threads: int = 1):
         torch.set_num_threads(torch_threads)
         self.gen, self.settings, self.identity = generation, settings, identity
-        self.backend = make_backend(generation.backend, generation.policy_path, generation.device)
+        self.backend = make_backend(generation.backend, str(fetch(generation.policy_path)), generation.device)
         self.scorer = scorer_factory()
 
     def _sample(self, shard: Shard) -> list[str]:
@@ -96,6 +97,7 @@ class SynthWorker:
             "subqueries": [scored["subqueries"][i] for i in keep], "item_ids": item_ids,
             "policy_hash": [self.gen.policy_hash] * len(keep)}
         write_shard(Path(shard.path), columns, self.settings.rows, self.scorer.index.dim, self.identity)
+        publish(shard.path)
         return {"split": shard.split, "shard": shard.index, "rows": len(keep), "samples": len(completions),
                 "malformed": int(scored["malformed"].sum()), "reward_sum": float(scored["reward"][keep].sum()),
                 "seconds": time.perf_counter() - start}
