@@ -7,6 +7,7 @@
     r4t data build NAME            one dataset (built-in, or --format/--path) into <run_dir>/NAME/data
     r4t index build                embeddings + faiss index for every dataset in the config
     r4t score FANOUTS.jsonl        per-term rewards of fan-outs, one JSON line each
+    r4t submit STAGE [--address URL]  a stage or the pipeline as a Ray job (ray job submit with jobs/runtime_env.yaml)
     r4t serve [--dataset NAME]     the HTTP API on Ray Serve (serve_configs/ for replicas and autoscaling)
     r4t bench foundation           encoder, index and reward-scorer throughput
     r4t bench serve                the served app under load vs the in-process sampler
@@ -25,17 +26,27 @@ from pathlib import Path
 
 import numpy as np
 
-from r4t.config import METHODS, DatasetSpec, DemoConfig, PrepareConfig
-from r4t.errors import DataError, R4TError
+from r4t.config import METHODS, DatasetSpec, PipelineConfig, PrepareConfig
+from r4t.errors import ConfigError, DataError, R4TError
 from r4t.jobs.common import add_config_args, config_from_args
+from r4t.jobs.submit import DEFAULT_ADDRESS, submit, submit_command
+from r4t.storage import publish, run_root
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
-def _cmd_demo(args: argparse.Namespace) -> None:
-    from r4t.jobs import demo
+def _cmd_submit(args: argparse.Namespace) -> int:
+    if args.pipeline_stages and args.stage != "pipeline":
+        raise ConfigError(f"--stage: only `r4t submit pipeline` runs a subset of stages, not {args.stage!r}")
+    cmd = submit_command(args.stage, args.config, args.overrides, args.address, args.runtime_env,
+                         args.submission_id, not args.no_wait, args.pipeline_stages)
+    return submit(cmd, args.dry_run)
 
-    print(demo.report(demo.run(demo.only_dataset(config_from_args(DemoConfig, args), args.dataset))))
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from r4t.jobs import pipeline
+
+    print(pipeline.report(pipeline.run(pipeline.only_dataset(config_from_args(PipelineConfig, args), args.dataset))))
 
 
 def _cmd_data_build(args: argparse.Namespace) -> None:
@@ -44,7 +55,8 @@ def _cmd_data_build(args: argparse.Namespace) -> None:
     cfg = config_from_args(PrepareConfig, args)
     spec = DatasetSpec(args.name, args.format, args.path)
     ds = load_dataset(spec, cfg.seed)
-    out = ds.save(Path(cfg.run_dir) / spec.name / "data")
+    out = ds.save(run_root(cfg.run_dir) / spec.name / "data")
+    publish(out)
     print(f"{spec.name}: {ds.items.num_rows} items, {ds.sets.num_rows} reference sets, "
           f"{ds.queries.num_rows} queries -> {out}")
 
@@ -56,7 +68,7 @@ def _cmd_index_build(args: argparse.Namespace) -> None:
     cfg = config_from_args(PrepareConfig, args)
     for name, cat in prepare_all(cfg, TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)).items():
         print(f"{name}: {cat.index.manifest['count']} items, dim {cat.index.dim}, {cat.index.manifest['factory']}, "
-              f"{len(cat.index.shards)} shard(s) -> {Path(cfg.run_dir) / name / 'index'}")
+              f"{len(cat.index.shards)} shard(s) -> {cfg.run_dir}/{name}/index")
 
 
 def _read_fanouts(path: Path) -> list[dict]:
@@ -219,6 +231,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, "jobs/eval.yaml")
     p.set_defaults(func=_cmd_retrieve)
 
+    p = sub.add_parser("submit", help="run a stage (or the pipeline) on a Ray cluster with `ray job submit`")
+    p.add_argument("stage", choices=["data", "rl", "synth", "diffusion", "eval", "pipeline"])
+    p.add_argument("--config", default=None, help="job config (default: jobs/<stage>.yaml)")
+    p.add_argument("--address", default=None, help=f"the cluster's dashboard (default: $RAY_ADDRESS, else "
+                                                   f"{DEFAULT_ADDRESS})")
+    p.add_argument("--runtime-env", default="jobs/runtime_env.yaml")
+    p.add_argument("--submission-id", default=None, help="default: r4t-<stage>-<time>")
+    p.add_argument("--stage", dest="pipeline_stages", action="append", default=None,
+                   help="with `pipeline`: only this stage of it (repeatable)")
+    p.add_argument("--no-wait", action="store_true", help="return once submitted (default: follow the logs)")
+    p.add_argument("--dry-run", action="store_true", help="print the ray job submit command only")
+    p.set_defaults(func=_cmd_submit, overrides=[])
+
     p = sub.add_parser("serve", help="serve a dataset's artifacts over HTTP with Ray Serve (see serve_configs/)")
     p.add_argument("--run-dir", default="runs/demo")
     p.add_argument("--dataset", default="polyvore")
@@ -256,11 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     args.overrides = list(getattr(args, "overrides", [])) + extra
     try:
-        args.func(args)
+        return args.func(args) or 0
     except R4TError as e:
         print(f"r4t: error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -396,3 +397,39 @@ def test_overrides_after_options(prepared_run: Path, tiny_source: Path, tmp_path
     assert main(["data", "build", "tiny", "--format", "r4t", "--path", str(tiny_source), "--config", DATA_YAML,
                  f"run_dir={tmp_path / 'run'}"]) == 0
     assert (tmp_path / "run" / "tiny" / "data" / INFO_FILE).is_file()
+
+
+def test_submit_builds_the_ray_job_submit_command(monkeypatch, capsys) -> None:
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    capsys.readouterr()
+    assert main(["submit", "rl", "--dry-run", "rl.steps=3", "--address", "http://head:8265",
+                 "--submission-id", "r4t-rl-x"]) == 0
+    argv = shlex.split(capsys.readouterr().out.strip().removeprefix("$ "))
+    assert argv[1:] == ["job", "submit", "--address", "http://head:8265", "--runtime-env", "jobs/runtime_env.yaml",
+                        "--submission-id", "r4t-rl-x", "--", "python", "-m", "r4t.jobs.rl", "--config",
+                        "jobs/rl.yaml", "rl.steps=3"]
+    monkeypatch.setenv("RAY_ADDRESS", "http://from-env:8265")
+    assert main(["submit", "pipeline", "--stage", "rl", "--stage", "synth", "--no-wait", "--dry-run"]) == 0
+    argv = shlex.split(capsys.readouterr().out.strip().removeprefix("$ "))
+    assert argv[argv.index("--address") + 1] == "http://from-env:8265" and "--no-wait" in argv
+    assert argv[argv.index("--") + 1:] == ["python", "-m", "r4t.jobs.pipeline", "--config", "jobs/pipeline.yaml",
+                                           "--stage", "rl", "--stage", "synth"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["submit", "rl", "rl.stepz=3"], "key 'rl.stepz'"),  # checked here, before anything reaches the cluster
+    (["submit", "synth", "--config", "/nonexistent/x.yaml"], "x.yaml: config file not found"),
+    (["submit", "rl", "--stage", "rl"], "only `r4t submit pipeline`"),
+    (["submit", "rl", "--runtime-env", "nope.yaml"], "--runtime-env nope.yaml: file not found"),
+])
+def test_submit_refuses_bad_input_before_submitting(monkeypatch, capsys, argv, message) -> None:
+    monkeypatch.chdir(REPO)
+    assert message in error_of(capsys, [*argv, "--dry-run"])
+
+
+def test_submit_refuses_a_config_the_job_would_not_ship(tmp_path, monkeypatch, capsys) -> None:
+    outside = tmp_path / "rl.yaml"
+    outside.write_text((REPO / "jobs" / "rl.yaml").read_text())
+    monkeypatch.chdir(REPO)
+    assert "outside the working directory" in error_of(capsys, ["submit", "rl", "--config", str(outside), "--dry-run"])

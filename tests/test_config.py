@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from r4t.config import (
-    BaselineEvalConfig, DatasetSpec, DemoConfig, DiffusionConfig, EmbedConfig, EvalConfig, IndexConfig, PrepareConfig,
-    RewardConfig, RLConfig, SynthConfig, load_config, to_dict,
+    BaselineEvalConfig, DatasetSpec, DiffusionConfig, EmbedConfig, EvalConfig, IndexConfig, PipelineConfig,
+    PrepareConfig, RewardConfig, RLConfig, SynthConfig, load_config, to_dict,
 )
 from r4t.errors import ConfigError
 
@@ -38,7 +38,7 @@ def test_defaults_load() -> None:
     assert isinstance(cfg.eval, BaselineEvalConfig) and cfg.eval.split == "test"
 
 
-@pytest.mark.parametrize("name, schema", [("data.yaml", PrepareConfig), ("demo.yaml", DemoConfig),
+@pytest.mark.parametrize("name, schema", [("data.yaml", PrepareConfig), ("demo.yaml", PipelineConfig),
                                           ("rl.yaml", RLConfig), ("synth.yaml", SynthConfig),
                                           ("diffusion.yaml", DiffusionConfig), ("eval.yaml", EvalConfig)])
 def test_job_files_load(name: str, schema: type) -> None:
@@ -238,7 +238,7 @@ def test_demo_file_differs_from_the_stage_defaults_only_in_its_sizes() -> None:
     from r4t.config import (ActorsConfig, DiffusionTrainSettings, MethodsConfig, ModelSettings, SamplerConfig,
                             SynthSettings, TrainWorkersConfig)
 
-    demo = to_dict(load_config(DemoConfig, JOBS / "demo.yaml"))
+    demo = to_dict(load_config(PipelineConfig, JOBS / "demo.yaml"))
     sections = {"synth": SynthSettings(), "synth_workers": ActorsConfig(), "model": ModelSettings(),
                 "train": DiffusionTrainSettings(), "train_workers": TrainWorkersConfig(), "sampler": SamplerConfig(),
                 "methods": MethodsConfig(), "eval": EvalConfig().eval}
