@@ -165,19 +165,14 @@ def test_a_replica_failing_its_health_check_is_replaced(served):
     assert r.status_code == 200 and len(r.json()["items"]) == 3
 
 
-@pytest.mark.parametrize("name", ["local.yaml", "prod.yaml"])
-def test_serve_configs_are_valid_for_serve_and_name_the_apps_deployments(name):
-    import importlib
+def test_the_api_key_can_come_from_the_environment_and_never_silently_goes_missing(monkeypatch):
+    from r4t.serve.app import resolve_api_key
 
-    import yaml
-    from ray.serve.schema import ServeDeploySchema
-
-    config = ServeDeploySchema.model_validate(yaml.safe_load(
-        (Path(__file__).resolve().parents[1] / "serve_configs" / name).read_text()))
-    [app] = config.applications
-    module, attr = app.import_path.split(":")
-    assert callable(getattr(importlib.import_module(module), attr))
-    assert {d.name for d in app.deployments} == {"Ingress", "QueryEncoder", "Denoiser", "CatalogIndex"}
-    denoiser = next(d for d in app.deployments if d.name == "Denoiser")
-    assert set(denoiser.user_config) == {"max_batch_size", "batch_wait_timeout_s"}
-    assert denoiser.max_ongoing_requests > denoiser.user_config["max_batch_size"]  # or batches never fill
+    monkeypatch.setenv("R4T_TEST_KEY", "s3cret")
+    assert resolve_api_key(None, "R4T_TEST_KEY") == "s3cret"
+    assert resolve_api_key("literal", None) == "literal" and resolve_api_key(None, None) is None
+    monkeypatch.delenv("R4T_TEST_KEY")
+    with pytest.raises(RuntimeError, match="R4T_TEST_KEY"):
+        resolve_api_key(None, "R4T_TEST_KEY")  # an unset secret stops the replica instead of serving openly
+    with pytest.raises(ValueError, match="not both"):
+        resolve_api_key("a", "R4T_TEST_KEY")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 import numpy as np
@@ -25,6 +26,7 @@ from ray.serve.handle import DeploymentHandle
 from r4t.serve.artifacts import ServedArtifacts, resolve_artifacts
 from r4t.serve.deployments import CatalogIndex, Denoiser, QueryEncoder
 from r4t.serve.schema import MAX_BODY_BYTES, BatchRequest, FanoutRequest, FanoutResponse
+from r4t.storage import fetch
 
 api = FastAPI(title="r4t", description="Set-valued retrieval: a query in, a grounded set of catalog items out.",
               version="1")
@@ -62,14 +64,28 @@ async def _guard(request: Request, call_next):
     return await call_next(request)
 
 
+def resolve_api_key(api_key: str | None, api_key_env: str | None) -> str | None:
+    """The key clients must send: a literal, or (keeping the secret out of the config) an environment variable
+    read where the replica runs; a named variable that is unset stops the replica rather than serving openly."""
+    if api_key and api_key_env:
+        raise ValueError("give api_key or api_key_env, not both")
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise RuntimeError(f"api_key_env={api_key_env!r}: the variable is not set on this node")
+    return api_key
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=128)
 @serve.ingress(api)
 class Ingress:
     def __init__(self, encoder: DeploymentHandle, denoiser: DeploymentHandle, index: DeploymentHandle,
-                 artifacts: ServedArtifacts, api_key: str | None = None):
+                 artifacts: ServedArtifacts, api_key: str | None = None, api_key_env: str | None = None):
         self.encoder, self.denoiser, self.index, self.artifacts = encoder, denoiser, index, artifacts
+        for folder in (artifacts.data_dir, artifacts.index_dir, artifacts.model_dir):
+            fetch(folder)
         self.versions, self.manifests = artifacts.versions(), artifacts.manifests()
-        api.state.api_key = api_key
+        api.state.api_key = resolve_api_key(api_key, api_key_env)
 
     def check_health(self) -> None:
         """The versions every response carries must still describe the artifacts on disk."""
@@ -114,8 +130,8 @@ class Ingress:
 
 def build_app(args: dict) -> serve.Application:
     """The app builder `serve run` calls with the config's `args`:
-    run_dir, dataset, diffusion_run, encoder, device, sampler (dict), nprobe, ef_search, api_key, threads,
-    denoiser_replicas,
+    run_dir, dataset, diffusion_run, encoder, device, sampler (dict), nprobe, ef_search, threads, denoiser_replicas,
+    api_key (a literal) or api_key_env (the environment variable holding it on every node),
     health_check_period_s, health_check_timeout_s (every deployment; a serve config can also set them per
     deployment)."""
     art = resolve_artifacts(args.get("run_dir", "runs/demo"), args.get("dataset", "polyvore"),
@@ -127,4 +143,4 @@ def build_app(args: dict) -> serve.Application:
         str(art.model_dir), args.get("sampler"), device, threads)
     index = CatalogIndex.options(**health).bind(str(art.root), int(args.get("nprobe", 16)),
                                                 int(args.get("ef_search", 64)))
-    return Ingress.options(**health).bind(encoder, denoiser, index, art, args.get("api_key"))
+    return Ingress.options(**health).bind(encoder, denoiser, index, art, args.get("api_key"), args.get("api_key_env"))
