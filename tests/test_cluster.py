@@ -1,0 +1,201 @@
+"""A real two-node Ray cluster on this machine: `ray start --head` plus a worker node with a resource of its own,
+the tiny pipeline submitted with `r4t submit` (that is, `ray job submit`) into a URI run directory, followed
+through the job API to the end; then the artifacts, and the nodes the job's actors ran on. The cluster this test
+starts is stopped in every case (its `ray start --block` processes take their children down with them)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from conftest import TINY_RL_OVERRIDES
+
+from r4t.io import read_json
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+JOB_TIMEOUT_S = 900
+
+# The pipeline at test size (as test_cli's demo test), with the reward scorers on the worker node's resource.
+TINY_PIPELINE = [*TINY_RL_OVERRIDES, "policy.bootstrap.sft_epochs=40", "policy.bootstrap.sft_batch_size=4",
+                 "policy.bootstrap.max_positions=128", "baselines.split=train", "baselines.k=3", "synth.samples=8",
+                 "synth.splits=[train]", "synth.queries_per_shard=4", "model.hidden=32", "model.mlp=64",
+                 "model.heads=2", "model.layers=1", "train.steps=20", "train.batch_size=8", "train.warmup_steps=5",
+                 "train.log_every=10", "train.checkpoint_every=10", "train.eval_sets=32", "train.shuffle_buffer=0",
+                 "sampler.steps=4", "methods.best_of=2", "eval.split=train", "eval.k=3",
+                 "eval.latency_batches=[1,2]", "eval.latency_repeats=1", "rl_workers.reward_resources={scoring: 1}"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ports() -> list[int]:
+    """Distinct free ports above Ray's worker port range (10002-19999)."""
+    ports: set[int] = set()
+    while len(ports) < 5:
+        port = _free_port()
+        if port > 20000:
+            ports.add(port)
+    return sorted(ports)
+
+
+class TwoNodeCluster:
+    def __init__(self, tmp: Path):
+        gcs, dashboard, head_agent, worker_agent, client = _ports()
+        self.address = f"http://127.0.0.1:{dashboard}"
+        self.token = secrets.token_hex(32)
+        # Token authentication for the dashboard, the job API and the GCS (RAY_AUTH_MODE, Ray >= 2.52).
+        self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                    "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0"}
+        self.env.pop("RAY_ADDRESS", None)
+        self.logs = tmp / "logs"
+        self.logs.mkdir()
+        self.ray_tmp = tempfile.mkdtemp(prefix="r4t-ray-", dir="/tmp")  # Unix socket paths allow 107 bytes
+        self.procs: list[subprocess.Popen] = []
+        self.ports = (gcs, dashboard, head_agent, worker_agent, client)
+
+    def start(self) -> None:
+        gcs, dashboard, head_agent, worker_agent, client = self.ports
+        common = ["--block", "--node-ip-address=127.0.0.1", "--object-store-memory=400000000"]
+        self._start("head", [*common, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
+                             "--dashboard-host=127.0.0.1", "--include-dashboard=true",
+                             f"--dashboard-agent-listen-port={head_agent}", f"--ray-client-server-port={client}",
+                             f"--temp-dir={self.ray_tmp}", "--num-cpus=2", '--resources={"head_node": 1}'])
+        self._wait(lambda: self._get("/api/version"), "the head's dashboard")
+        self._start("worker", [*common, f"--address=127.0.0.1:{gcs}", f"--dashboard-agent-listen-port={worker_agent}",
+                               "--num-cpus=2", '--resources={"scoring": 4}'])
+        self._wait(lambda: len(self.nodes()) == 2, "the worker node")
+        self._wait(lambda: self._get("/api/jobs/").status_code == 200, "the job API")
+
+    def _start(self, name: str, args: list[str]) -> None:
+        log = open(self.logs / f"{name}.log", "w")
+        self.procs.append(subprocess.Popen([str(BIN / "ray"), "start", *args], env=self.env, stdout=log,
+                                           stderr=subprocess.STDOUT, cwd=REPO))
+
+    def _wait(self, ready, what: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.procs):
+                pytest.fail(f"a ray start process exited while waiting for {what}: {self.log_tail()}")
+            try:
+                if ready():
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        pytest.fail(f"{what} did not come up within {timeout:.0f} s: {self.log_tail()}")
+
+    def _get(self, path: str) -> httpx.Response:
+        return httpx.get(self.address + path, headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+
+    def nodes(self) -> dict[str, dict]:
+        rows = self._get("/api/v0/nodes?detail=true").json()["data"]["result"]["result"]
+        return {n["node_id"]: n["resources_total"] for n in rows if n["state"] == "ALIVE"}
+
+    def actors(self, job_id: str) -> list[dict]:
+        query = f"/api/v0/actors?detail=true&limit=1000&filter_keys=job_id&filter_predicates=%3D&filter_values={job_id}"
+        return self._get(query).json()["data"]["result"]["result"]
+
+    def log_tail(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(self.logs.glob("*.log")))
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
+
+
+@pytest.fixture()
+def cluster(tmp_path: Path):
+    c = TwoNodeCluster(tmp_path)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def test_pipeline_submitted_to_a_two_node_cluster(cluster: TwoNodeCluster, tiny_rl_source: Path,
+                                                  tmp_path: Path) -> None:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    remote = tmp_path / "bucket" / "run"
+    runtime_env = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
+    runtime_env["working_dir"] = str(REPO)
+    runtime_env["env_vars"]["R4T_MIRROR"] = str(tmp_path / "mirror")
+    (tmp_path / "runtime_env.yaml").write_text(yaml.safe_dump(runtime_env))
+    submission_id = f"r4t-ci-{secrets.token_hex(3)}"
+    submit = subprocess.run(
+        [str(BIN / "r4t"), "submit", "pipeline", "--config", "jobs/demo.yaml", "--address", cluster.address,
+         "--runtime-env", str(tmp_path / "runtime_env.yaml"), "--submission-id", submission_id, "--no-wait",
+         f"run_dir=file://{remote}", f"datasets=[{{name: tiny, format: r4t, path: '{tiny_rl_source}'}}]",
+         *TINY_PIPELINE], cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=300)
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    assert "ray job submit" in submit.stdout and "-m r4t.jobs.pipeline" in submit.stdout
+
+    client = JobSubmissionClient(cluster.address, headers={"Authorization": f"Bearer {cluster.token}"})
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while (status := client.get_job_status(submission_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                                                    JobStatus.STOPPED}:
+        if time.monotonic() > deadline:
+            client.stop_job(submission_id)
+            pytest.fail(f"job {submission_id} still {status} after {JOB_TIMEOUT_S} s:\n"
+                        f"{client.get_job_logs(submission_id)[-4000:]}")
+        time.sleep(3)
+    info, logs = client.get_job_info(submission_id), client.get_job_logs(submission_id)
+    print(f"job {submission_id} (job id {info.job_id}): {status}; entrypoint: {info.entrypoint}")
+    assert status == JobStatus.SUCCEEDED, logs[-6000:]
+    assert "Held-out results" in logs and "| tiny | R4T-Diffusion |" in logs
+
+    # The artifacts are on the remote side of the URI run directory, complete (a manifest is written last).
+    for rel in ("tiny/data/dataset.json", "tiny/index/manifest.json", "tiny/synth/manifest.json",
+                "tiny/diffusion/model/manifest.json", "tiny/diffusion/train", "baselines.json",
+                "report/metrics.json", "report/report.md"):
+        assert (remote / rel).exists(), rel
+    final = sorted((remote / "tiny" / "rl" / "checkpoints").iterdir())[-1]
+    assert read_json(final / "r4t.json")["final"]
+    assert read_json(remote / "report" / "metrics.json")["results"]["tiny"]["queries"] == {"oar": 8}
+
+    # Work ran on both nodes: the driver and the learner on the head, the reward scorers on the worker node,
+    # the only node with the `scoring` resource.
+    nodes = cluster.nodes()
+    worker = next(n for n, res in nodes.items() if "scoring" in res)
+    actors = cluster.actors(info.job_id)
+    placed: dict[str, set[str]] = {}
+    for a in actors:  # an actor that never started (e.g. a spare synthesis worker) has no node
+        if a.get("node_id"):
+            placed.setdefault(a["class_name"], set()).add(a["node_id"])
+    print("actors by node: " + ", ".join(f"{cls} -> {sorted(n[:8] for n in ns)}" for cls, ns in sorted(placed.items())))
+    assert placed["RewardWorker"] == {worker}
+    assert info.driver_node_id != worker
+    assert set().union(*placed.values()) == set(nodes)
+
+    # A local run_dir on this two-node cluster: every node sees it (one machine), so the shared-storage probe,
+    # one pinned task per node, passes.
+    probe = f"from r4t.jobs.common import ensure_ray; ensure_ray({str(tmp_path / 'local_run')!r}); print('shared: ok')"
+    job = client.submit_job(entrypoint=f"python -c {shlex.quote(probe)}",
+                            runtime_env={"env_vars": runtime_env["env_vars"]})
+    deadline = time.monotonic() + 120
+    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, client.get_job_logs(job)
+        time.sleep(1)
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED and "shared: ok" in client.get_job_logs(job)
