@@ -178,9 +178,11 @@ def tiny_rl_source(tmp_path_factory: pytest.TempPathFactory, tiny_catalog) -> Pa
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray for the whole session (jobs call ray.init only when Ray is not running yet)."""
+    """One local Ray for the whole session (jobs call ray.init only when Ray is not running yet). With the dashboard:
+    Ray Train's placement-group cleaner asks the state API whether the train controller lives, and without it may
+    decide the controller died and remove the workers' placement group mid-run."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
     yield
     ray.shutdown()

@@ -1,7 +1,9 @@
 """A real two-node Ray cluster on this machine: `ray start --head` plus a worker node with a resource of its own,
 the tiny pipeline submitted with `r4t submit` (that is, `ray job submit`) into a URI run directory, followed
-through the job API to the end; then the artifacts, and the nodes the job's actors ran on. The cluster this test
-starts is stopped in every case (its `ray start --block` processes take their children down with them)."""
+through the job API to the end; then the artifacts, the nodes the job's actors ran on, and the shared-storage check
+of a local run directory. Where the machine allows mount namespaces, the worker node sees its own empty disk under
+the run's mirror, as a second machine would, so every file it reads must come through the URI. The cluster this
+test starts is stopped in every case (its `ray start --block` processes take their children down with them)."""
 
 from __future__ import annotations
 
@@ -53,8 +55,17 @@ def _ports() -> list[int]:
     return sorted(ports)
 
 
+def _private_mounts_work() -> bool:
+    """Whether this machine lets a process see its own tmpfs over a path (a mount namespace; needs root)."""
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
+                          capture_output=True).returncode == 0 if shutil.which("unshare") else False
+
+
 class TwoNodeCluster:
-    def __init__(self, tmp: Path):
+    """A head and a worker node. Where the machine allows it, the worker node runs in a mount namespace with empty
+    tmpfs over `private` folders: like a second machine, it sees none of the head's files there."""
+
+    def __init__(self, tmp: Path, private: list[Path]):
         gcs, dashboard, head_agent, worker_agent, client = _ports()
         self.address = f"http://127.0.0.1:{dashboard}"
         self.token = secrets.token_hex(32)
@@ -67,6 +78,7 @@ class TwoNodeCluster:
         self.ray_tmp = tempfile.mkdtemp(prefix="r4t-ray-", dir="/tmp")  # Unix socket paths allow 107 bytes
         self.procs: list[subprocess.Popen] = []
         self.ports = (gcs, dashboard, head_agent, worker_agent, client)
+        self.private = private if _private_mounts_work() else []
 
     def start(self) -> None:
         gcs, dashboard, head_agent, worker_agent, client = self.ports
@@ -77,14 +89,19 @@ class TwoNodeCluster:
                              f"--temp-dir={self.ray_tmp}", "--num-cpus=2", '--resources={"head_node": 1}'])
         self._wait(lambda: self._get("/api/version"), "the head's dashboard")
         self._start("worker", [*common, f"--address=127.0.0.1:{gcs}", f"--dashboard-agent-listen-port={worker_agent}",
-                               "--num-cpus=2", '--resources={"scoring": 4}'])
+                               "--num-cpus=2", '--resources={"scoring": 4}'], self.private)
         self._wait(lambda: len(self.nodes()) == 2, "the worker node")
         self._wait(lambda: self._get("/api/jobs/").status_code == 200, "the job API")
 
-    def _start(self, name: str, args: list[str]) -> None:
+    def _start(self, name: str, args: list[str], private: list[Path] = ()) -> None:
+        cmd = [str(BIN / "ray"), "start", *args]
+        if private:  # unshare execs the shell, which execs ray start: the process to stop stays this one
+            for folder in private:
+                folder.mkdir(parents=True, exist_ok=True)
+            mounts = " && ".join(f"mount -t tmpfs tmpfs {shlex.quote(str(p))}" for p in private)
+            cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"{mounts} && exec {shlex.join(cmd)}"]
         log = open(self.logs / f"{name}.log", "w")
-        self.procs.append(subprocess.Popen([str(BIN / "ray"), "start", *args], env=self.env, stdout=log,
-                                           stderr=subprocess.STDOUT, cwd=REPO))
+        self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO))
 
     def _wait(self, ready, what: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -126,7 +143,7 @@ class TwoNodeCluster:
 
 @pytest.fixture()
 def cluster(tmp_path: Path):
-    c = TwoNodeCluster(tmp_path)
+    c = TwoNodeCluster(tmp_path, [tmp_path / "mirror", tmp_path / "local_run"])
     try:
         c.start()
         yield c
@@ -153,16 +170,10 @@ def test_pipeline_submitted_to_a_two_node_cluster(cluster: TwoNodeCluster, tiny_
     assert "ray job submit" in submit.stdout and "-m r4t.jobs.pipeline" in submit.stdout
 
     client = JobSubmissionClient(cluster.address, headers={"Authorization": f"Bearer {cluster.token}"})
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while (status := client.get_job_status(submission_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
-                                                                    JobStatus.STOPPED}:
-        if time.monotonic() > deadline:
-            client.stop_job(submission_id)
-            pytest.fail(f"job {submission_id} still {status} after {JOB_TIMEOUT_S} s:\n"
-                        f"{client.get_job_logs(submission_id)[-4000:]}")
-        time.sleep(3)
+    status = _finish(client, submission_id, JOB_TIMEOUT_S)
     info, logs = client.get_job_info(submission_id), client.get_job_logs(submission_id)
-    print(f"job {submission_id} (job id {info.job_id}): {status}; entrypoint: {info.entrypoint}")
+    print(f"job {submission_id} (job id {info.job_id}): {status}; worker node on its own disk: "
+          f"{bool(cluster.private)}; entrypoint: {info.entrypoint}")
     assert status == JobStatus.SUCCEEDED, logs[-6000:]
     assert "Held-out results" in logs and "| tiny | R4T-Diffusion |" in logs
 
@@ -189,13 +200,34 @@ def test_pipeline_submitted_to_a_two_node_cluster(cluster: TwoNodeCluster, tiny_
     assert info.driver_node_id != worker
     assert set().union(*placed.values()) == set(nodes)
 
-    # A local run_dir on this two-node cluster: every node sees it (one machine), so the shared-storage probe,
-    # one pinned task per node, passes.
-    probe = f"from r4t.jobs.common import ensure_ray; ensure_ray({str(tmp_path / 'local_run')!r}); print('shared: ok')"
-    job = client.submit_job(entrypoint=f"python -c {shlex.quote(probe)}",
-                            runtime_env={"env_vars": runtime_env["env_vars"]})
-    deadline = time.monotonic() + 120
-    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-        assert time.monotonic() < deadline, client.get_job_logs(job)
-        time.sleep(1)
-    assert client.get_job_status(job) == JobStatus.SUCCEEDED and "shared: ok" in client.get_job_logs(job)
+    # The shared-storage check of a local run_dir, one pinned task per node: a folder both nodes see passes; one
+    # the worker node cannot see (its own empty tmpfs there, as on a second machine) stops the stage, naming it.
+    def probe(run_dir: Path) -> tuple[JobStatus, str]:
+        code = f"from r4t.jobs.common import ensure_ray; ensure_ray({str(run_dir)!r}); print('shared: ok')"
+        job = client.submit_job(entrypoint=f"python -c {shlex.quote(code)}",
+                                runtime_env={"env_vars": runtime_env["env_vars"]})
+        return _finish(client, job, 180), client.get_job_logs(job)
+
+    status, logs = probe(tmp_path / "shared_run")
+    assert status == JobStatus.SUCCEEDED and "shared: ok" in logs, logs[-3000:]
+    if not cluster.private:
+        print("note: no mount namespaces here; the worker node shares the head's disk, so the mirror and the "
+              "blind-node probe are not exercised")
+        return
+    status, logs = probe(tmp_path / "local_run")
+    assert status == JobStatus.FAILED and "shared storage" in logs and "cannot see" in logs, logs[-3000:]
+
+
+def _finish(client, submission_id: str, timeout: float):
+    """Wait for a job to end (stopping it on timeout). → its final status."""
+    from ray.job_submission import JobStatus
+
+    deadline = time.monotonic() + timeout
+    while (status := client.get_job_status(submission_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                                                    JobStatus.STOPPED}:
+        if time.monotonic() > deadline:
+            client.stop_job(submission_id)
+            pytest.fail(f"job {submission_id} still {status} after {timeout:.0f} s:\n"
+                        f"{client.get_job_logs(submission_id)[-4000:]}")
+        time.sleep(2)
+    return status

@@ -25,7 +25,7 @@ from r4t.policy.model import INFO_FILE
 from r4t.rewards.scorer import RewardScorer
 from r4t.rl.evaluate import evaluate_policy
 from r4t.rl.trainer import PromptPool, RLTrainer, check_config
-from r4t.storage import fetch, run_root
+from r4t.storage import publish, run_root
 
 COLUMNS = (("reward", "oar", "reward"), ("composite (all)", "oar", "composite_all"),
            ("composite", "oar", "composite"), ("ground", "oar", "ground"), ("div", "oar", "div"),
@@ -89,10 +89,11 @@ def run(cfg: RLConfig, progress: bool = True) -> dict:
         cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress)
         root = run_root(cfg.run_dir) / spec.name
         init = warm_start(cfg, cat, encoder, root)
+        publish(init)  # the learner and rollout workers may load it on other nodes
         out = root / cfg.name
         write_json(out / "config.json", to_dict(cfg))
         trainer = RLTrainer(cfg, spec, prompt_pool(cat, cfg.rl.task), init, out)
-        final = fetch(trainer.train(progress))  # the learner wrote it, maybe on another node
+        final = trainer.train(progress)
         trainer.shutdown()
         seconds[spec.name] = time.perf_counter() - t0
         if not cfg.evaluate:

@@ -30,7 +30,7 @@ from r4t.rl.advantages import get_advantage
 from r4t.rl.checkpoint import checkpoint_dir, latest_checkpoint
 from r4t.rl.losses import get_loss
 from r4t.rl.metrics import GAUGES, reward_stats
-from r4t.storage import publish
+from r4t.storage import fetch, publish
 
 
 @dataclass
@@ -139,8 +139,10 @@ class RLTrainer:
         return folder
 
     def train(self, progress: bool = True) -> Path:
+        """→ the final checkpoint, on this node (the learner may have written it on another)."""
         s, tags = self.cfg.rl, {"dataset": self.spec.name, "run": self.cfg.name}
         stats: dict = {}
+        saved = None
         for step in range(self.start_step, s.steps):
             t0 = time.perf_counter()
             idx = self.pool.step_indices(step, s.prompts_per_step, self.cfg.seed)
@@ -159,8 +161,8 @@ class RLTrainer:
                       f"malformed {stats['malformed_frac']:.2f} kl {learner['kl_reverse']:.4f} "
                       f"{timing['gen_tokens_per_s']:.0f} tok/s {stats['step_seconds']:.1f} s", flush=True)
             if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.steps:
-                self._save(step + 1, stats, final=step + 1 == s.steps)
-        return latest_checkpoint(self.out_dir)
+                saved = self._save(step + 1, stats, final=step + 1 == s.steps)
+        return fetch(saved) if saved else latest_checkpoint(self.out_dir)
 
     def shutdown(self) -> None:
         """Free the actors' CPUs for the next dataset or stage."""
