@@ -176,6 +176,7 @@ def test_pipeline_submitted_to_a_two_node_cluster(cluster: TwoNodeCluster, tiny_
           f"{bool(cluster.private)}; entrypoint: {info.entrypoint}")
     assert status == JobStatus.SUCCEEDED, logs[-6000:]
     assert "Held-out results" in logs and "| tiny | R4T-Diffusion |" in logs
+    print(next(line for line in logs.splitlines() if line.startswith("Finished in ")))
 
     # The artifacts are on the remote side of the URI run directory, complete (a manifest is written last).
     for rel in ("tiny/data/dataset.json", "tiny/index/manifest.json", "tiny/synth/manifest.json",
