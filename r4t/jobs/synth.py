@@ -1,4 +1,5 @@
-"""Stage 2: the frozen RL policy synthesizes target sets for the diffusion retriever.
+"""Stage 2: the frozen RL policy synthesizes target sets for the diffusion retriever. The teacher is the fan-out
+LM (an RL run) or the latent policy of an RLlib run (`synth.teacher=rllib`, the LLM-free teacher).
 
     python -m r4t.jobs.synth --config jobs/synth.yaml [key=value ...]
 
@@ -23,13 +24,22 @@ from r4t.policy.model import INFO_FILE
 from r4t.rewards.scorer import scorer_factory
 from r4t.rl.checkpoint import latest_checkpoint
 from r4t.synth.synthesize import check_identity, pending_shards, plan_shards, run_shards, write_manifest
-from r4t.synth.worker import Generation
+from r4t.rl.latent import CONFIG_FILE as LATENT_CONFIG
+from r4t.rl.latent import WEIGHTS as LATENT_WEIGHTS
+from r4t.synth.worker import Generation, LatentGeneration
 
 
 def resolve_teacher(cfg: SynthConfig, root: Path) -> Path:
-    """synth.teacher: an RL run name under <run_dir>/<dataset>/ (must have finished) or a policy folder."""
+    """synth.teacher: an RL run name under <run_dir>/<dataset>/ (must have finished), an RLlib run (its exported
+    latent policy, <run>/policy/), or a policy folder (an LM, or an exported latent policy)."""
     teacher = cfg.synth.teacher
     run = root / teacher
+    if is_latent_run(run):
+        policy = run / "policy"
+        if not (policy / LATENT_CONFIG).is_file() or not read_json(policy / LATENT_CONFIG)["manifest"].get("final"):
+            raise DataError(f"synth.teacher={teacher!r}: the RLlib run {run} has not finished (no final exported "
+                            "policy); run or resume `python -m r4t.jobs.rllib` first")
+        return policy
     if (run / "checkpoints").is_dir():
         last = latest_checkpoint(run)
         if last is None or not read_json(last / INFO_FILE).get("final"):
@@ -41,9 +51,24 @@ def resolve_teacher(cfg: SynthConfig, root: Path) -> Path:
                 raise ConfigError(f"policy.{key}={getattr(cfg.policy, key)!r}: the teacher {run} was trained with "
                                   f"{rl_cfg[key]!r}; use the same")
         return last
-    if (Path(teacher) / "config.json").is_file():
+    if (Path(teacher) / "config.json").is_file() or (Path(teacher) / LATENT_CONFIG).is_file():
         return Path(teacher)
     raise ConfigError(f"synth.teacher={teacher!r}: neither an RL run under {root} nor a model folder")
+
+
+def is_latent_run(run: Path) -> bool:
+    """An RLlib run folder (python -m r4t.jobs.rllib), told apart from an LM RL run by its config."""
+    return (run / "config.json").is_file() and "action" in read_json(run / "config.json")
+
+
+def teacher_generation(cfg: SynthConfig, teacher: Path) -> tuple[Generation | LatentGeneration, str]:
+    """→ (how the workers generate, the teacher's weights hash)."""
+    if (teacher / LATENT_CONFIG).is_file():
+        policy_hash = sha256_file(teacher / LATENT_WEIGHTS)
+        return LatentGeneration(str(teacher.resolve()), policy_hash, cfg.reward.k), policy_hash
+    policy_hash = sha256_file(teacher / "model.safetensors")
+    return Generation(cfg.policy.backend, str(teacher.resolve()), policy_hash, cfg.policy.device, cfg.policy.template,
+                      cfg.policy.max_new_tokens, cfg.reward.k), policy_hash
 
 
 def split_queries(cat: PreparedCatalog, cfg: SynthConfig) -> dict[str, tuple[list[str], list[str], list]]:
@@ -62,7 +87,8 @@ def split_queries(cat: PreparedCatalog, cfg: SynthConfig) -> dict[str, tuple[lis
 def identity(cfg: SynthConfig, cat: PreparedCatalog, teacher: Path, policy_hash: str) -> dict:
     """Everything a target row depends on; a folder holds the targets of exactly one identity."""
     s = cfg.synth
-    return {"teacher": str(teacher), "policy_hash": policy_hash, "backend": cfg.policy.backend,
+    backend = "latent" if (teacher / LATENT_CONFIG).is_file() else cfg.policy.backend
+    return {"teacher": str(teacher), "policy_hash": policy_hash, "backend": backend,
             "template": cfg.policy.template, "max_new_tokens": cfg.policy.max_new_tokens, "k": cfg.reward.k,
             "task": s.task, "samples": s.samples, "keep_top": s.keep_top, "rows": s.rows,
             "queries_per_shard": s.queries_per_shard, "max_queries": s.max_queries,
@@ -79,14 +105,12 @@ def run(cfg: SynthConfig, progress: bool = True) -> dict:
         cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress)
         root = Path(cfg.run_dir) / spec.name
         teacher = resolve_teacher(cfg, root)
-        policy_hash = sha256_file(teacher / "model.safetensors")
+        generation, policy_hash = teacher_generation(cfg, teacher)
         ident = identity(cfg, cat, teacher, policy_hash)
         out = root / cfg.name
         check_identity(out, ident)
         shards = plan_shards(split_queries(cat, cfg), cfg.synth, cfg.seed, out)
         todo = pending_shards(shards, ident)
-        generation = Generation(cfg.policy.backend, str(teacher.resolve()), policy_hash, cfg.policy.device,
-                                cfg.policy.template, cfg.policy.max_new_tokens, cfg.reward.k)
         factory = scorer_factory(cfg.run_dir, spec, cfg.embed, cfg.index, cfg.reward, cfg.seed)
         start = time.perf_counter()
         stats = run_shards(todo, generation, factory, cfg.synth, ident, cfg.workers,
