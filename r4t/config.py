@@ -315,7 +315,8 @@ class EnvRunnersConfig:
 
     count: int = 1  # EnvRunner actors; 0 samples in the driver
     cpus: float = 1.0  # per EnvRunner
-    envs_per_runner: int = 8  # vectorized environments per EnvRunner (one batched policy call for all of them)
+    envs_per_runner: int = 32  # vectorized environments per EnvRunner (one batched policy call for all of them)
+    batched: bool = True  # score the runner's envs in one RewardScorer call (LatentFanoutVectorEnv); false: one each
     sample_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:

@@ -20,13 +20,14 @@ from r4t.config import EvalConfig, RewardConfig, RLlibConfig, SynthConfig, load_
 from r4t.errors import ConfigError, DataError
 from r4t.rewards.scorer import RewardScorer
 from r4t.rl.latent import ActorMLP, LatentAction, LatentPolicy, actor_state_from_rllib, make_basis
-from r4t.rl.latent_env import LatentFanoutEnv, LatentProblem
+from r4t.rl.latent_env import LatentFanoutEnv, LatentFanoutVectorEnv, LatentProblem
 
 REPO = Path(__file__).resolve().parents[1]
 ITERATIONS = 8
 # Sized for the tiny catalog: ~1 s an iteration on 2 cores. The policy starts at (about) the zero action, i.e. the
 # fixed row offsets; 8 iterations lift it measurably above that and above uniformly random actions.
-TINY_RLLIB = [f"reward.k={TINY_K}", "action.rank=4", "action.scale=1.0", "action.offset=1.0", f"rl.iterations={ITERATIONS}",
+TINY_RLLIB = [f"reward.k={TINY_K}", "action.rank=4", "action.scale=1.0", "action.offset=1.0",
+              f"rl.iterations={ITERATIONS}",
               "rl.train_batch_size=400", "rl.minibatch_size=100", "rl.num_epochs=8", "rl.lr=1e-3", "rl.hidden=[64]",
               "rl.checkpoint_every=4", "env_runners.envs_per_runner=4", "eval.split=train"]
 
@@ -81,6 +82,23 @@ def test_reward_equals_the_scorer_of_the_lm_path_for_a_hand_built_action(task, t
     env.reset(options={"query": 0})
     _, _, _, _, info = env.step(np.zeros_like(action))
     assert info["align"] == pytest.approx(1.0, abs=1e-5) and info["div_raw"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_vector_env_scores_in_one_batch_what_single_envs_score(tiny_catalog, encoder) -> None:
+    """N episodes stepped together (next-step autoreset, as RLlib drives it) get the single env's rewards."""
+    problem = tiny_problem(tiny_catalog, encoder)
+    venv, env = LatentFanoutVectorEnv(num_envs=5, problem=problem), LatentFanoutEnv(problem=problem)
+    obs, _ = venv.reset(seed=3)
+    actions = venv.action_space.sample()
+    _, rewards, terminated, truncated, _ = venv.step(actions)
+    assert terminated.all() and not truncated.any()
+    for i in range(5):
+        query = int(np.flatnonzero((problem.query_emb == obs[i]).all(axis=1))[0])
+        env.reset(options={"query": query})
+        assert env.step(actions[i])[1] == pytest.approx(rewards[i], abs=1e-9)
+    obs2, rewards2, terminated2, _, _ = venv.step(actions)  # the autoreset step: new queries, no reward
+    assert not terminated2.any() and (rewards2 == 0).all() and venv.observation_space.contains(obs2)
+    assert venv.step(actions)[2].all()
 
 
 def test_exported_actor_matches_rllibs_default_ppo_module() -> None:
@@ -145,7 +163,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(trained, tmp_path) -> None:
     copy = tmp_path / "copy" / "tiny" / "rllib"
     (copy / "checkpoints" / f"iter-{ITERATIONS:06d}" / "state.json").unlink()
     shutil.rmtree(copy / "policy")
-    out = job.run(rllib_config(tmp_path / "copy", Path(cfg.datasets[0].path), "evaluate=false"), progress=False)["results"]
+    source = Path(cfg.datasets[0].path)
+    out = job.run(rllib_config(tmp_path / "copy", source, "evaluate=false"), progress=False)["results"]
     assert out["tiny"]["resumed_from"] == 4 and out["tiny"]["iterations"] == ITERATIONS
     steps = [json.loads(line)["step"] for line in (copy / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, ITERATIONS + 1))  # the lines past the checkpoint were rewritten, not repeated
@@ -155,7 +174,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(trained, tmp_path) -> None:
         job.run(rllib_config(tmp_path / "copy", Path(cfg.datasets[0].path), "action.scale=0.5"), progress=False)
 
 
-@pytest.mark.parametrize("override, key", [("action.basis=random", "action.basis"), ("rl.algorithm=sac", "rl.algorithm"),
+@pytest.mark.parametrize("override, key", [("action.basis=random", "action.basis"),
+                                           ("rl.algorithm=sac", "rl.algorithm"),
                                            ("rl.minibatch_size=5000", "rl.minibatch_size"),
                                            ("env_runners.envs_per_runner=0", "env_runners.envs_per_runner"),
                                            ("rl.task=judge", "rl.task"), ("action.scale=0", "action.scale")])

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable, TypeVar
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
 
 import ray
 
-from r4t.config import load_config
+from r4t.catalog import PreparedCatalog, prepare_catalog
+from r4t.config import DatasetSpec, RunConfig, load_config
+from r4t.embed import TextEncoder
 
 T = TypeVar("T")
 
@@ -25,6 +28,16 @@ def ensure_ray() -> None:
     """Join the cluster of `ray job submit` (RAY_ADDRESS) or a running one; otherwise start a local Ray."""
     if not ray.is_initialized():
         ray.init(log_to_driver=False, include_dashboard=None)
+
+
+def stage_catalogs(cfg: RunConfig, progress: bool) -> Iterator[tuple[DatasetSpec, PreparedCatalog, Path, TextEncoder]]:
+    """How a stage that runs on Ray starts: join or start Ray, load the encoder, then per dataset its prepared
+    catalog and its folder <run_dir>/<dataset>/. → (spec, catalog, folder, encoder) per dataset."""
+    ensure_ray()
+    encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
+    for spec in cfg.datasets:
+        yield spec, prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress), \
+            Path(cfg.run_dir) / spec.name, encoder
 
 
 def stage_main(argv: list[str] | None, doc: str, stage: str, schema: type[T], run: Callable[[T], dict],

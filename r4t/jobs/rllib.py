@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from r4t.catalog import PreparedCatalog, prepare_catalog
+from r4t.catalog import PreparedCatalog
 from r4t.config import RLlibConfig, to_dict
 from r4t.embed import TextEncoder
 from r4t.errors import ConfigError, DataError
 from r4t.eval.stats import mean_ci
 from r4t.io import atomic_path, read_json, write_json
-from r4t.jobs.common import ensure_ray, stage_main
+from r4t.jobs.common import stage_catalogs, stage_main
 from r4t.rewards.scorer import RewardScorer
 from r4t.rl.latent import CONFIG_FILE, LatentAction, make_basis, make_offsets
 from r4t.rl.latent_env import LatentProblem, save_problem
@@ -107,12 +107,8 @@ def format_eval(name: str, ev: dict) -> str:
 
 def run(cfg: RLlibConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
-    ensure_ray()
-    encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
     results = {}
-    for spec in cfg.datasets:
-        cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress)
-        root = Path(cfg.run_dir) / spec.name
+    for spec, cat, root, encoder in stage_catalogs(cfg, progress):
         out = root / cfg.name
         check_run_config(cfg, out)
         texts, refs = task_queries(cat, cfg.rl.task, "train")

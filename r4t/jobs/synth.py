@@ -14,12 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from r4t.catalog import PreparedCatalog, prepare_catalog
+from r4t.catalog import PreparedCatalog
 from r4t.config import SynthConfig
-from r4t.embed import TextEncoder
 from r4t.errors import ConfigError, DataError
 from r4t.io import read_json, sha256_file
-from r4t.jobs.common import ensure_ray, stage_main
+from r4t.jobs.common import stage_catalogs, stage_main
 from r4t.policy.model import INFO_FILE
 from r4t.rewards.scorer import scorer_factory
 from r4t.rl.checkpoint import latest_checkpoint
@@ -98,12 +97,8 @@ def identity(cfg: SynthConfig, cat: PreparedCatalog, teacher: Path, policy_hash:
 
 
 def run(cfg: SynthConfig, progress: bool = True) -> dict:
-    ensure_ray()
-    encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
     results = {}
-    for spec in cfg.datasets:
-        cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress)
-        root = Path(cfg.run_dir) / spec.name
+    for spec, cat, root, encoder in stage_catalogs(cfg, progress):
         teacher = resolve_teacher(cfg, root)
         generation, policy_hash = teacher_generation(cfg, teacher)
         ident = identity(cfg, cat, teacher, policy_hash)

@@ -8,11 +8,11 @@ The action for a query embedding q [d] is k rows of coefficients a_i in [-1, 1]^
 `scale` bounds how far a row can move (|c @ B| / sqrt(r) <= 1 for c in the box). The offsets o_i [k, r] are fixed
 (seeded, uniform in [-offset, offset]): with offset 0 the zero action puts all k rows on the query (no fan-out),
 but then the k rows start identical and PPO breaks that symmetry slowly (measured: BENCHMARKS.md); distinct
-offsets start the rows apart, and the policy learns a per-query residual around them. Rows are grounded through the index like any generated rows. The basis is the top r
-principal directions of the item embeddings (`pca`: r x k = 160 actions instead of d x k = 3,840) or the identity
-(`identity`: r = d, the full action).
+offsets start the rows apart, and the policy learns a per-query residual around them. Rows are grounded through
+the index like any generated rows. The basis is the top r principal directions of the item embeddings (`pca`:
+k x r = 160 actions instead of k x d = 3,840) or the identity (`identity`: r = d, the full action).
 
-The trained policy is exported as `policy.safetensors` (actor weights and the basis) + `policy.json`
+The trained policy is exported as `policy.safetensors` (actor weights, basis, offsets) + `policy.json`
 (architecture, action parameterization, manifest), and loaded here without RLlib and without unpickling.
 """
 
@@ -40,7 +40,8 @@ def pca_basis(item_emb: np.ndarray, rank: int) -> np.ndarray:
     sign fixed so that each direction's largest-magnitude coordinate is positive (deterministic)."""
     x = np.asarray(item_emb, np.float64)
     if rank > min(x.shape):
-        raise DataError(f"action.rank={rank}: more directions than the catalog has ({x.shape[0]} items, dim {x.shape[1]})")
+        raise DataError(f"action.rank={rank}: more directions than the catalog has "
+                        f"({x.shape[0]} items, dim {x.shape[1]})")
     _, _, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
     basis = vt[:rank]
     signs = np.sign(basis[np.arange(rank), np.abs(basis).argmax(axis=1)])

@@ -9,6 +9,11 @@
 The problem (training queries, references, basis, reward weights, where the index is) is written once by the
 driver into a folder (`save_problem`) and read by each EnvRunner from there (`load_problem`, cached per process),
 so no index or scorer is pickled across Ray.
+
+`LatentFanoutVectorEnv` is the same environment, N copies stepped together: one RewardScorer call (one index
+search) for all N actions instead of N, which is what bounds sampling on CPU. It follows Gymnasium's next-step
+autoreset (an episode that ended is reset by the following step, whose action is ignored), as RLlib expects;
+`make_latent_env` is the creator RLlib calls (with `num_envs` for the vectorized form).
 """
 
 from __future__ import annotations
@@ -107,3 +112,49 @@ class LatentFanoutEnv(gym.Env):
                 if np.isfinite(scored[name][0])}  # recall and hit only with a reference set
         obs = self.problem.query_emb[self._query].astype(np.float32)
         return obs, float(scored["reward"][0]), True, False, info
+
+
+class LatentFanoutVectorEnv(gym.vector.VectorEnv):
+    """`num_envs` latent fan-out episodes stepped together, scored in one batch (next-step autoreset)."""
+
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+
+    def __init__(self, config: dict | None = None, num_envs: int = 1, problem: LatentProblem | None = None):
+        self.problem = problem if problem is not None else LatentFanoutEnv(config).problem
+        self.num_envs = num_envs
+        d = self.problem.query_emb.shape[1]
+        self.single_observation_space = gym.spaces.Box(-1.0, 1.0, (d,), np.float32)
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (self.problem.latent.dim,), np.float32)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self._rng = np.random.default_rng()
+        self._queries = np.zeros(num_envs, np.int64)
+        self._autoreset = np.zeros(num_envs, bool)
+
+    def _draw(self, n: int) -> np.ndarray:
+        return self._rng.integers(len(self.problem.query_emb), size=n)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self._queries, self._autoreset[:] = self._draw(self.num_envs), False
+        return self.problem.query_emb[self._queries].astype(np.float32), {}
+
+    def step(self, actions):
+        stepping = np.flatnonzero(~self._autoreset)
+        rewards = np.zeros(self.num_envs, np.float64)
+        if len(stepping):
+            rewards[stepping] = self.problem.score(self._queries[stepping], np.asarray(actions)[stepping])["reward"]
+        restarting = np.flatnonzero(self._autoreset)
+        self._queries[restarting] = self._draw(len(restarting))
+        terminated = ~self._autoreset  # every stepped episode ends (one step per query)
+        self._autoreset = terminated.copy()
+        obs = self.problem.query_emb[self._queries].astype(np.float32)
+        return obs, rewards, terminated, np.zeros(self.num_envs, bool), {}
+
+
+def make_latent_env(config: dict) -> gym.Env | gym.vector.VectorEnv:
+    """RLlib's env creator: the vectorized env when RLlib asks for `num_envs` (vector entry point), else one env."""
+    if "num_envs" in config:
+        return LatentFanoutVectorEnv(config, int(config["num_envs"]))
+    return LatentFanoutEnv(config)

@@ -21,9 +21,10 @@ from r4t.config import RLlibConfig
 from r4t.io import read_json, write_json
 from r4t.metrics import DashboardGauges, MetricsLog
 from r4t.rl.latent import LatentAction, actor_state_from_rllib, export_policy
-from r4t.rl.latent_env import LatentFanoutEnv
+from r4t.rl.latent_env import make_latent_env
 
 STATE_FILE = "state.json"
+ENV_ID = "r4t_latent_fanout"
 _ITER_DIR = re.compile(r"^iter-(\d{6})$")
 GAUGES = DashboardGauges("r4t_rllib", ("episode_return_mean", "env_steps_per_s", "iteration", "learner_seconds"),
                          ("dataset", "run"), "RLlib latent fan-out policy")
@@ -33,13 +34,17 @@ def ppo_config(cfg: RLlibConfig, problem_dir: Path):
     """The PPOConfig: new API stack, EnvRunner actors, a local learner, RLlib's default MLP module."""
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+    from ray.tune.registry import register_env
+
+    register_env(ENV_ID, make_latent_env)  # in Ray's registry: EnvRunner actors build the env by this name
 
     rl, runners = cfg.rl, cfg.env_runners
     return (PPOConfig()
             .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
-            .environment(LatentFanoutEnv, env_config={"problem": str(Path(problem_dir).resolve())})
+            .environment(ENV_ID, env_config={"problem": str(Path(problem_dir).resolve())})
             .env_runners(num_env_runners=runners.count, num_cpus_per_env_runner=runners.cpus,
-                         num_envs_per_env_runner=runners.envs_per_runner, sample_timeout_s=runners.sample_timeout_s)
+                         num_envs_per_env_runner=runners.envs_per_runner, sample_timeout_s=runners.sample_timeout_s,
+                         gym_env_vectorize_mode="vector_entry_point" if runners.batched else "sync")
             .learners(num_learners=0)
             .training(train_batch_size_per_learner=rl.train_batch_size, minibatch_size=rl.minibatch_size,
                       num_epochs=rl.num_epochs, lr=rl.lr, entropy_coeff=rl.entropy_coeff, clip_param=rl.clip_param,

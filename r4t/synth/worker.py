@@ -66,8 +66,8 @@ class LatentGeneration:
 
 
 class SynthWorker:
-    def __init__(self, generation: Generation | LatentGeneration, scorer_factory, settings: SynthSettings, identity: dict,
-                 torch_threads: int = 1):
+    def __init__(self, generation: Generation | LatentGeneration, scorer_factory, settings: SynthSettings,
+                 identity: dict, torch_threads: int = 1):
         torch.set_num_threads(torch_threads)
         self.gen, self.settings, self.identity = generation, settings, identity
         self.backend = generation.build()
