@@ -25,6 +25,7 @@ from r4t.rl.checkpoint import latest_checkpoint
 from r4t.synth.synthesize import check_identity, pending_shards, plan_shards, run_shards, write_manifest
 from r4t.rl.latent import CONFIG_FILE as LATENT_CONFIG
 from r4t.rl.latent import WEIGHTS as LATENT_WEIGHTS
+from r4t.rl.latent import LatentPolicy
 from r4t.synth.worker import Generation, LatentGeneration
 
 
@@ -60,9 +61,14 @@ def is_latent_run(run: Path) -> bool:
     return (run / "config.json").is_file() and "action" in read_json(run / "config.json")
 
 
-def teacher_generation(cfg: SynthConfig, teacher: Path) -> tuple[Generation | LatentGeneration, str]:
-    """→ (how the workers generate, the teacher's weights hash)."""
+def teacher_generation(cfg: SynthConfig, teacher: Path, cat: PreparedCatalog) -> tuple:
+    """→ (how the workers generate: Generation or LatentGeneration, the teacher's weights hash). A latent policy must have been trained on this
+    catalog, encoder and dimension, and emit reward.k rows."""
     if (teacher / LATENT_CONFIG).is_file():
+        info = LatentPolicy.load(teacher, {"catalog_hash": cat.dataset.catalog_hash, "dim": cat.index.dim,
+                                           "encoder": cat.index.manifest["encoder"]}).info
+        if info.k != cfg.reward.k:
+            raise ConfigError(f"reward.k={cfg.reward.k}: the latent teacher {teacher} emits k={info.k} rows")
         policy_hash = sha256_file(teacher / LATENT_WEIGHTS)
         return LatentGeneration(str(teacher.resolve()), policy_hash, cfg.reward.k), policy_hash
     policy_hash = sha256_file(teacher / "model.safetensors")
@@ -100,7 +106,7 @@ def run(cfg: SynthConfig, progress: bool = True) -> dict:
     results = {}
     for spec, cat, root, encoder in stage_catalogs(cfg, progress):
         teacher = resolve_teacher(cfg, root)
-        generation, policy_hash = teacher_generation(cfg, teacher)
+        generation, policy_hash = teacher_generation(cfg, teacher, cat)
         ident = identity(cfg, cat, teacher, policy_hash)
         out = root / cfg.name
         check_identity(out, ident)
