@@ -62,8 +62,8 @@ def is_latent_run(run: Path) -> bool:
 
 
 def teacher_generation(cfg: SynthConfig, teacher: Path, cat: PreparedCatalog) -> tuple:
-    """→ (how the workers generate: Generation or LatentGeneration, the teacher's weights hash). A latent policy must have been trained on this
-    catalog, encoder and dimension, and emit reward.k rows."""
+    """→ (how the workers generate: Generation or LatentGeneration, the teacher's weights hash). A latent policy
+    must have been trained on this catalog, encoder and dimension, and emit reward.k rows."""
     if (teacher / LATENT_CONFIG).is_file():
         info = LatentPolicy.load(teacher, {"catalog_hash": cat.dataset.catalog_hash, "dim": cat.index.dim,
                                            "encoder": cat.index.manifest["encoder"]}).info
