@@ -29,7 +29,7 @@ import numpy as np
 from r4t.config import METHODS, DatasetSpec, PipelineConfig, PrepareConfig
 from r4t.errors import ConfigError, DataError, R4TError
 from r4t.jobs.common import add_config_args, config_from_args
-from r4t.jobs.submit import DEFAULT_ADDRESS, submit, submit_command
+from r4t.jobs.submit import DEFAULT_ADDRESS, SCHEMAS, submit, submit_command
 from r4t.storage import publish, run_root
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_retrieve)
 
     p = sub.add_parser("submit", help="run a stage (or the pipeline) on a Ray cluster with `ray job submit`")
-    p.add_argument("stage", choices=["data", "rl", "synth", "diffusion", "eval", "pipeline"])
+    p.add_argument("stage", choices=list(SCHEMAS))
     p.add_argument("--config", default=None, help="job config (default: jobs/<stage>.yaml)")
     p.add_argument("--address", default=None, help=f"the cluster's dashboard (default: $RAY_ADDRESS, else "
                                                    f"{DEFAULT_ADDRESS})")

@@ -13,7 +13,7 @@ from conftest import TINY_RL_OVERRIDES
 from r4t.cli import main
 from r4t.data.dataset import INFO_FILE, ITEMS_FILE, QUERIES_FILE, SETS_FILE, Dataset
 from r4t.embed import EMBEDDINGS_FILE, EMBEDDINGS_MANIFEST
-from r4t.config import METHODS
+from r4t.config import PIPELINE_METHODS
 from r4t.index import MANIFEST_FILE, ItemIndex
 from r4t.io import read_json
 
@@ -192,7 +192,7 @@ def test_demo_runs_every_stage_and_a_rerun_resumes(ray_local, tmp_path: Path, ti
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     final = stdout[stdout.index("Held-out results"):]
-    names = [n if n != "best-of-N LM" else "best-of-2 LM" for n in METHODS]
+    names = [n if n != "best-of-N LM" else "best-of-2 LM" for n in PIPELINE_METHODS]
     for name in names:  # every method in the results table and in the latency table
         assert final.count(f"| tiny | {name} |") == 2
     report = tmp_path / "report"

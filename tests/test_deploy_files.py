@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from r4t.config import (DiffusionConfig, EvalConfig, PipelineConfig, PrepareConfig, RLConfig, SynthConfig,
-                        load_config)
+from r4t.config import (DiffusionConfig, EvalConfig, PipelineConfig, PrepareConfig, RLConfig, RLlibConfig,
+                        SynthConfig, load_config)
 
 REPO = Path(__file__).resolve().parents[1]
-JOB_SCHEMAS = {"data.yaml": PrepareConfig, "rl.yaml": RLConfig, "synth.yaml": SynthConfig,
+JOB_SCHEMAS = {"data.yaml": PrepareConfig, "rl.yaml": RLConfig, "rllib.yaml": RLlibConfig, "synth.yaml": SynthConfig,
                "diffusion.yaml": DiffusionConfig, "eval.yaml": EvalConfig, "demo.yaml": PipelineConfig,
                "pipeline.yaml": PipelineConfig}
 LAUNCHER_FILES = ("clusters/local.yaml", "clusters/aws-gpu.yaml")

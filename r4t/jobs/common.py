@@ -7,11 +7,13 @@ import functools
 import secrets
 import sys
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import ray
 
-from r4t.config import RunConfig, load_config
+from r4t.catalog import PreparedCatalog, prepare_catalog
+from r4t.config import DatasetSpec, RunConfig, load_config
+from r4t.embed import TextEncoder
 from r4t.errors import ConfigError, R4TError
 from r4t.storage import fetch, is_uri, publish, run_root
 
@@ -112,6 +114,20 @@ def reporting_errors(work: Callable[[], None], prog: str) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def stage_catalogs(cfg: RunConfig, progress: bool, resources: dict[str, dict[str, float]] | None = None
+                   ) -> Iterator[tuple[DatasetSpec, PreparedCatalog, Path, TextEncoder]]:
+    """How a stage that runs on Ray starts: join or start Ray (checking that every node reaches run_dir and offers
+    the custom `resources` its workers ask for, by config key), load the encoder, then per dataset its prepared
+    catalog and its folder under run_dir on this node. → (spec, catalog, folder, encoder) per dataset."""
+    ensure_ray(cfg.run_dir)
+    for key, wanted in (resources or {}).items():
+        require_resources(key, wanted)
+    encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
+    for spec in cfg.datasets:
+        yield spec, prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress), \
+            run_root(cfg.run_dir) / spec.name, encoder
 
 
 def stage_main(argv: list[str] | None, doc: str, stage: str, schema: type[T], run: Callable[[T], dict],

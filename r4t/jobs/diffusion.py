@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from r4t.catalog import PreparedCatalog, prepare_catalog
+from r4t.catalog import PreparedCatalog
 from r4t.config import DiffusionConfig, to_dict
 from r4t.diffusion.checkpoint import CONFIG_FILE, EMA_WEIGHTS, MANIFEST_FILE, export_model, load_model
 from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
@@ -29,9 +29,8 @@ from r4t.eval.report import comparison_tables
 from r4t.index import MANIFEST_FILE as INDEX_MANIFEST
 from r4t.index import check_manifest
 from r4t.io import atomic_path, read_json, sha256_file, write_json
-from r4t.jobs.common import ensure_ray, stage_main, synced_stage
+from r4t.jobs.common import stage_catalogs, stage_main, synced_stage
 from r4t.retrieve.methods import DiffusionFanout, LMFanout, NoFanout
-from r4t.storage import run_root
 from r4t.synth.targets import query_embeddings, read_manifest, read_targets, target_arrays
 
 
@@ -115,12 +114,8 @@ def evaluate(cfg: DiffusionConfig, cat: PreparedCatalog, encoder: TextEncoder, m
 @synced_stage
 def run(cfg: DiffusionConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
-    ensure_ray(cfg.run_dir)
-    encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
     results = {}
-    for spec in cfg.datasets:
-        cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress)
-        root = run_root(cfg.run_dir) / spec.name
+    for spec, cat, root, encoder in stage_catalogs(cfg, progress):
         t0 = time.perf_counter()
         model, manifest = train(cfg, cat, root)
         train_seconds = time.perf_counter() - t0

@@ -19,11 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-from r4t.config import DiffusionConfig, EvalConfig, PipelineConfig, PrepareConfig, RLConfig, SynthConfig, load_config
+from r4t.config import (DiffusionConfig, EvalConfig, PipelineConfig, PrepareConfig, RLConfig, RLlibConfig, SynthConfig,
+                        load_config)
 from r4t.errors import ConfigError
 
-SCHEMAS = {"data": PrepareConfig, "rl": RLConfig, "synth": SynthConfig, "diffusion": DiffusionConfig,
-           "eval": EvalConfig, "pipeline": PipelineConfig}
+SCHEMAS = {"data": PrepareConfig, "rl": RLConfig, "rllib": RLlibConfig, "synth": SynthConfig,
+           "diffusion": DiffusionConfig, "eval": EvalConfig, "pipeline": PipelineConfig}
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from r4t.catalog import PreparedCatalog
-from r4t.config import METHODS, EvalConfig
+from r4t.config import DIFFUSION_AT, METHODS, EvalConfig
 from r4t.diffusion.checkpoint import load_model
 from r4t.embed import TextEncoder
 from r4t.errors import DataError
 from r4t.io import read_json
 from r4t.policy.model import INFO_FILE
-from r4t.retrieve.methods import MMR, CategoryDiverse, DiffusionFanout, FanoutMethod, LMFanout, NoFanout
+from r4t.retrieve.methods import (MMR, CategoryDiverse, DiffusionFanout, FanoutMethod, LatentPolicyFanout, LMFanout,
+                                  NoFanout)
 from r4t.rl.checkpoint import latest_checkpoint
+from r4t.rl.latent import CONFIG_FILE as LATENT_CONFIG
+from r4t.rl.latent import LatentPolicy
 from r4t.storage import fetch, run_root
 
 
@@ -49,11 +52,20 @@ def build_method(name: str, cfg: EvalConfig, cat: PreparedCatalog, encoder: Text
         return lm(f"best-of-{m.best_of} LM", root / "policy" / "warm_start", m.best_of)
     if name == "R4T-FOLM":
         return lm(name, final_policy(root / m.rl_run))
-    if name == "R4T-Diffusion":
-        folder = fetch(root / m.diffusion_run / "model")
+    expect = {"catalog_hash": cat.dataset.catalog_hash, "dim": cat.index.dim, "encoder": cat.index.manifest["encoder"]}
+    if name == "R4T-Diffusion" or name.startswith(DIFFUSION_AT):
+        run = m.diffusion_run if name == "R4T-Diffusion" else name[len(DIFFUSION_AT):]
+        folder = fetch(root / run / "model")
         if not folder.is_dir():
-            raise DataError(f"R4T-Diffusion: no model at {folder}; run `python -m r4t.jobs.diffusion` first")
-        model, _ = load_model(folder, expect={"catalog_hash": cat.dataset.catalog_hash, "dim": cat.index.dim,
-                                              "encoder": cat.index.manifest["encoder"]}, device=cfg.sampler.device)
-        return DiffusionFanout(model, cfg.sampler, cat.index, cat.item_emb, cfg.seed)
-    raise DataError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+            raise DataError(f"{name}: no model at {folder}; run `python -m r4t.jobs.diffusion name={run}` first")
+        model, _ = load_model(folder, expect=expect, device=cfg.sampler.device)
+        method = DiffusionFanout(model, cfg.sampler, cat.index, cat.item_emb, cfg.seed)
+        method.name = name
+        return method
+    if name == "RLlib policy":
+        folder = fetch(root / m.rllib_run / "policy")
+        if not (folder / LATENT_CONFIG).is_file():
+            raise DataError(f"RLlib policy: no exported policy at {folder}; run `python -m r4t.jobs.rllib "
+                            f"name={m.rllib_run}` first")
+        return LatentPolicyFanout(LatentPolicy.load(folder, expect), cat.index, cat.item_emb)
+    raise DataError(f"unknown method {name!r}; known: {', '.join(METHODS)}, or {DIFFUSION_AT}<diffusion run>")

@@ -219,3 +219,16 @@ class DiffusionFanout:
 
     def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
         return grounded_result(self.index, self.item_emb, self.generate(query_emb), k, m)
+
+
+class LatentPolicyFanout:
+    """RLlib policy: the LLM-free teacher (r4t.rl.latent). Its deterministic action gives k rows in embedding
+    space per query (one MLP forward, no text); the rows are grounded."""
+
+    name = "RLlib policy"
+
+    def __init__(self, policy, index: ItemIndex, item_emb: np.ndarray):
+        self.policy, self.index, self.item_emb = policy, index, item_emb
+
+    def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
+        return grounded_result(self.index, self.item_emb, self.policy.rows(query_emb), k, m)

@@ -22,9 +22,11 @@ TERMS = ("reward", "composite", "ground", "div", "div_raw", "align", "recall", "
 
 
 class RewardScorer:
-    def __init__(self, encoder: TextEncoder, index: ItemIndex, item_emb: np.ndarray,
+    def __init__(self, encoder: TextEncoder | None, index: ItemIndex, item_emb: np.ndarray,
                  config: RewardConfig | None = None):
-        check_manifest(index.manifest, encoder.manifest, "index manifest vs reward encoder")
+        """encoder None: an embedding-only scorer (`score_embeddings`; `score` needs texts encoded)."""
+        if encoder is not None:
+            check_manifest(index.manifest, encoder.manifest, "index manifest vs reward encoder")
         if item_emb.shape != (len(index.item_ids), index.dim):
             raise DataError(f"reward scorer: item embeddings {item_emb.shape} do not match the index "
                             f"({len(index.item_ids)} items, dim {index.dim})")
@@ -71,33 +73,50 @@ class RewardScorer:
             out["subqueries"] = [list(p.subqueries) if p.ok else [] for p in parsed]
         if len(ok) == 0:
             return out
+        if self.encoder is None:
+            raise ValueError("score: this scorer has no encoder (built for score_embeddings only)")
 
-        # One encoder call and one index search for the whole batch.
+        # One encoder call for the whole batch; the terms come from the embedding-level entry point.
         texts = [queries[i] for i in ok] + [s for i in ok for s in parsed[i].subqueries]
         emb = self._encode_unique(texts)
         q_emb, s_emb = emb[: len(ok)], emb[len(ok):].reshape(len(ok), cfg.k, -1)
-        depth = cfg.wscr_m if any(refs[i] is not None for i in ok) else 1
-        rows = self.index.search(s_emb.reshape(len(ok) * cfg.k, -1), depth)[1].reshape(len(ok), cfg.k, depth)
-
-        out["top1"][ok] = rows[:, :, 0]
+        scored = self.score_embeddings(q_emb, s_emb, [refs[i] for i in ok])
+        for name in TERMS:
+            out[name][ok] = scored[name]
+        out["top1"][ok] = scored["top1"]
         if embeddings:
             out["subquery_emb"][ok] = s_emb
-        top1 = self.item_emb[rows[:, :, 0]]
-        ground = groundedness(s_emb, top1)
-        align = alignment(s_emb, q_emb)
-        div_raw, div = diversity(top1)
-        comp = composite(ground, div, align, cfg.w_ground, cfg.w_div, cfg.w_align)
-        for name, values in (("ground", ground), ("align", align), ("div_raw", div_raw), ("div", div),
-                             ("composite", comp), ("reward", comp)):
-            out[name][ok] = values
-        wscr = [j for j, i in enumerate(ok) if refs[i] is not None]
-        if wscr:
-            recall, hit = wscr_coverage([rows[j, :, : cfg.wscr_m] for j in wscr],
-                                        [self.reference_rows(refs[ok[j]]) for j in wscr])
-            out["recall"][ok[wscr]] = out["reward"][ok[wscr]] = recall
-            out["hit"][ok[wscr]] = hit
         return out
 
+    def score_embeddings(self, query_emb: np.ndarray, subquery_emb: np.ndarray,
+                         reference_sets: Sequence[Sequence[str] | None] | None = None) -> dict[str, np.ndarray]:
+        """Score B fan-outs given as embeddings: query_emb [B, d], subquery_emb [B, k, d] (unit rows: sub-query
+        embeddings, or the rows of a policy acting in embedding space). The reward of the text path (`score`) is
+        computed here, so both paths give the same composite / WSCR coverage for the same embeddings. Returns
+        the per-term arrays [B] (recall and hit NaN without a reference set) and `top1` [B, k]."""
+        cfg = self.config
+        B, k = subquery_emb.shape[:2]
+        refs = list(reference_sets) if reference_sets is not None else [None] * B
+        if query_emb.shape != (B, self.index.dim) or subquery_emb.shape[2] != self.index.dim or len(refs) != B:
+            raise ValueError(f"score_embeddings: queries {query_emb.shape}, fan-outs {subquery_emb.shape}, "
+                             f"{len(refs)} reference sets; index dim {self.index.dim}")
+        out = {name: np.full(B, np.nan) for name in TERMS}
+        depth = cfg.wscr_m if any(r is not None for r in refs) else 1
+        rows = self.index.search(subquery_emb.reshape(B * k, -1), depth)[1].reshape(B, k, depth)
+        out["top1"] = rows[:, :, 0]  # catalog row each sub-query retrieves first
+        top1 = self.item_emb[rows[:, :, 0]]
+        out["ground"] = groundedness(subquery_emb, top1)
+        out["align"] = alignment(subquery_emb, query_emb)
+        out["div_raw"], out["div"] = diversity(top1)
+        out["composite"] = composite(out["ground"], out["div"], out["align"], cfg.w_ground, cfg.w_div, cfg.w_align)
+        out["reward"] = out["composite"].copy()
+        wscr = [b for b in range(B) if refs[b] is not None]
+        if wscr:
+            recall, hit = wscr_coverage([rows[b, :, : cfg.wscr_m] for b in wscr],
+                                        [self.reference_rows(refs[b]) for b in wscr])
+            out["recall"][wscr] = out["reward"][wscr] = recall
+            out["hit"][wscr] = hit
+        return out
 
 def scorer_factory(run_dir: str, spec, embed_cfg, index_cfg, reward_cfg: RewardConfig, seed: int):
     """A picklable recipe for a RewardScorer over a prepared catalog (the driver prepared it already). The run

@@ -1,5 +1,7 @@
 """SynthWorker: one Ray actor holding the frozen policy and a RewardScorer; turns a shard of queries into
-target rows and writes the shard.
+target rows and writes the shard. The policy is a fan-out LM (`Generation`: completions, parsed and encoded) or a
+latent policy trained with RLlib (`LatentGeneration`: k rows in embedding space per sample, no text); both are
+scored by the same RewardScorer and written in the same format (a latent sample's `subqueries` is empty).
 
 Targets (PAPER.md): OAR rows are the embeddings of the items the fan-out retrieves, grounded to L distinct
 items with the same rule every method uses at inference; WSCR rows are the embeddings of the sub-queries
@@ -44,13 +46,29 @@ class Generation:
     max_new_tokens: int
     k: int
 
+    def build(self):
+        return make_backend(self.backend, str(fetch(self.policy_path)), self.device)
+
+
+@dataclass(frozen=True)
+class LatentGeneration:
+    """A latent fan-out policy exported by `python -m r4t.jobs.rllib` (<run>/policy/)."""
+
+    policy_path: str
+    policy_hash: str
+    k: int
+
+    def build(self):
+        from r4t.rl.latent import LatentPolicy
+        return LatentPolicy.load(fetch(self.policy_path))  # the driver checked it against the catalog and reward.k
+
 
 class SynthWorker:
-    def __init__(self, generation: Generation, scorer_factory, settings: SynthSettings, identity: dict,
-                 torch_threads: int = 1):
+    def __init__(self, generation: Generation | LatentGeneration, scorer_factory, settings: SynthSettings,
+                 identity: dict, torch_threads: int = 1):
         torch.set_num_threads(torch_threads)
         self.gen, self.settings, self.identity = generation, settings, identity
-        self.backend = make_backend(generation.backend, str(fetch(generation.policy_path)), generation.device)
+        self.backend = generation.build()
         self.scorer = scorer_factory()
 
     def _sample(self, shard: Shard) -> list[str]:
@@ -77,17 +95,26 @@ class SynthWorker:
         target[:, :k] = s_emb
         return target, np.full(len(ok), k), [[ids[r] for r in row] for row in scored["top1"][ok]]
 
+    def _sample_latent(self, q_emb: np.ndarray, seed: int, refs: list | None) -> dict:
+        """settings.samples draws of the latent policy's Gaussian per query (grouped by query), scored."""
+        q = np.repeat(q_emb, self.settings.samples, axis=0)
+        rows = self.backend.rows(q, sample=True, temperature=self.settings.temperature, seed=seed)
+        scored = self.scorer.score_embeddings(q, rows, refs)
+        return {**scored, "malformed": np.zeros(len(q), bool), "subquery_emb": rows, "subqueries": [[]] * len(q)}
+
     def run(self, shard: Shard) -> dict:
         """Generate, score, build and write one shard. → its statistics."""
         start, S = time.perf_counter(), self.settings.samples
-        completions = self._sample(shard)
         queries = [q for q in shard.queries for _ in range(S)]
         refs = [r for r in shard.references for _ in range(S)] if self.settings.task == "wscr" else None
-        scored = self.scorer.score(queries, completions, refs, embeddings=True)
+        q_emb = self.scorer.encoder.encode(shard.queries)
+        if isinstance(self.gen, LatentGeneration):
+            scored = self._sample_latent(q_emb, shard.seed, refs)
+        else:
+            scored = self.scorer.score(queries, self._sample(shard), refs, embeddings=True)
         keep = self._keep(scored["reward"], scored["malformed"], len(shard.queries))
         target, n_valid, item_ids = self._targets(scored, keep) if len(keep) else (
             np.zeros((0, self.settings.rows, self.scorer.index.dim), np.float32), np.zeros(0, int), [])
-        q_emb = self.scorer.encoder.encode(shard.queries)
         columns = {
             "query_id": [shard.query_ids[i // S] for i in keep], "query": [queries[i] for i in keep],
             "split": [shard.split] * len(keep), "sample": [i % S for i in keep],
@@ -98,7 +125,7 @@ class SynthWorker:
             "policy_hash": [self.gen.policy_hash] * len(keep)}
         write_shard(Path(shard.path), columns, self.settings.rows, self.scorer.index.dim, self.identity)
         publish(shard.path)
-        return {"split": shard.split, "shard": shard.index, "rows": len(keep), "samples": len(completions),
+        return {"split": shard.split, "shard": shard.index, "rows": len(keep), "samples": len(queries),
                 "malformed": int(scored["malformed"].sum()), "reward_sum": float(scored["reward"][keep].sum()),
                 "seconds": time.perf_counter() - start}
 
