@@ -284,7 +284,8 @@ def test_retrieve_python_api(prepared_run: Path, tiny_source: Path) -> None:
 
 
 @pytest.mark.parametrize("method, stage", [("R4T-Diffusion", "r4t.jobs.diffusion"), ("R4T-FOLM", "r4t.jobs.rl"),
-                                           ("zero-shot LM", "r4t.jobs.rl")])
+                                           ("zero-shot LM", "r4t.jobs.rl"), ("RLlib policy", "r4t.jobs.rllib"),
+                                           ("R4T-Diffusion@diffusion_rllib", "r4t.jobs.diffusion")])
 def test_retrieve_names_the_stage_a_method_needs(prepared_run: Path, tiny_source: Path, capsys, method,
                                                  stage) -> None:
     err = error_of(capsys, ["retrieve", "boots", "--dataset", "tiny", "--method", method,

@@ -174,6 +174,24 @@ def test_killed_run_resumes_from_its_last_checkpoint(trained, tmp_path) -> None:
         job.run(rllib_config(tmp_path / "copy", Path(cfg.datasets[0].path), "action.scale=0.5"), progress=False)
 
 
+def test_wscr_task_trains_on_reference_coverage(ray_local, tmp_path, tiny_source) -> None:
+    """rl.task=wscr: the EnvRunner's episodes carry the training sets' references; eval scores held-out coverage."""
+    from r4t.jobs import rllib as job
+
+    cfg = rllib_config(tmp_path, tiny_source, "rl.task=wscr", "rl.iterations=1", "rl.train_batch_size=100",
+                       "rl.minibatch_size=50", "eval.split=test")
+    result = job.run(cfg, progress=False)["results"]["tiny"]
+    run = Path(result["policy"]).parent
+    problem = json.loads((run / "problem" / "problem.json").read_text())
+    assert [len(r) for r in problem["references"]] == [4, 4]  # the two training sets, what the env rewards
+    log = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert 0 <= log["episode_return_mean"] <= 1
+    ev = result["eval"]
+    assert ev["task"] == "wscr" and ev["queries"] == 2
+    for terms in ev["results"].values():
+        assert 0 <= terms["recall"]["mean"] <= 1 and terms["reward"]["mean"] == terms["recall"]["mean"]
+
+
 @pytest.mark.parametrize("override, key", [("action.basis=random", "action.basis"),
                                            ("rl.algorithm=sac", "rl.algorithm"),
                                            ("rl.minibatch_size=5000", "rl.minibatch_size"),
