@@ -1,7 +1,7 @@
 """The LLM-free teacher: a fan-out policy acting in embedding space, trained with RLlib PPO on the set reward.
 
     python -m r4t.jobs.rllib --config jobs/rllib.yaml [key=value ...]
-    ray job submit --working-dir . -- python -m r4t.jobs.rllib --config jobs/rllib.yaml
+    r4t submit rllib --address http://HEAD:8265        (ray job submit with jobs/runtime_env.yaml)
 
 Per dataset: prepare the catalog, write the environment's problem (training queries of rl.task, their reference
 sets, the action basis) to <run_dir>/<dataset>/<name>/problem/, train PPO with EnvRunner actors, checkpoint

@@ -22,6 +22,7 @@ from r4t.io import read_json, write_json
 from r4t.metrics import DashboardGauges, MetricsLog
 from r4t.rl.latent import LatentAction, actor_state_from_rllib, export_policy
 from r4t.rl.latent_env import make_latent_env
+from r4t.storage import publish, remove
 
 STATE_FILE = "state.json"
 ENV_ID = "r4t_latent_fanout"
@@ -95,9 +96,11 @@ class LatentTrainer:
         self.algo.save_to_path(str((folder / "algorithm").resolve()))
         write_json(folder / STATE_FILE, {"iteration": self.iteration, "env_steps": self.env_steps,
                                          "seconds": self.seconds})
+        publish(folder)  # a URI run_dir: a killed driver resumes from here on any node
+        publish(self.log.path)
         done = sorted(p for p in (self.out / "checkpoints").glob("iter-*") if (p / STATE_FILE).is_file())
         for old in done[: -self.cfg.rl.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+            remove(old)
         return folder
 
     def train(self, progress: bool = True) -> Path:
