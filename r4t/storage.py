@@ -17,14 +17,12 @@ Copies go by modification time (the newer side wins), so node clocks are assumed
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 from r4t.errors import ConfigError
+from r4t.io import atomic_path
 
 MIRROR_ENV = "R4T_MIRROR"
 _URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$")
@@ -103,16 +101,11 @@ def fetch(path: str | os.PathLike) -> Path:
         local = path if info.type == pafs.FileType.File else path / Path(name).relative_to(remote)
         if local.is_file() and local.stat().st_mtime >= f.mtime.timestamp():
             continue
-        local.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", suffix=".tmp", dir=local.parent)
-        try:
-            with os.fdopen(fd, "wb") as out, fs.open_input_stream(name) as src:
+        with atomic_path(local) as tmp:
+            with open(tmp, "wb") as out, fs.open_input_stream(name) as src:
                 while block := src.read(1 << 22):
                     out.write(block)
-            os.utime(tmp, (f.mtime.timestamp(), f.mtime.timestamp()))
-            os.replace(tmp, local)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+            os.utime(tmp, (f.mtime.timestamp(), f.mtime.timestamp()))  # this copy is as new as the remote one
     return path
 
 
@@ -147,17 +140,6 @@ def publish(path: str | os.PathLike) -> None:
         # The remote copy is now the newer one; stamp the local file with its time so neither side re-copies it.
         stamped = fs.get_file_info(dest).mtime.timestamp()
         os.utime(src, (stamped, stamped))
-
-
-@contextlib.contextmanager
-def synced(path: str | os.PathLike) -> Iterator[Path]:
-    """Fetch a mirror folder, work in it, publish it: also when the work fails, so what finished (checkpoints,
-    shards) is on the remote side for the rerun that resumes."""
-    path = fetch(path)
-    try:
-        yield path
-    finally:
-        publish(path)
 
 
 def remove(path: str | os.PathLike) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +141,15 @@ TINY_RL_OVERRIDES = ["policy.bootstrap.vocab_size=400", "policy.bootstrap.hidden
                      "policy.bootstrap.sft_epochs=10",
                      "policy.max_new_tokens=48", f"reward.k={TINY_K}", "rl.steps=2", "rl.prompts_per_step=2",
                      "rl.group_size=2", "rl.chunk_prompts=1"]
+# The pipeline (jobs/demo.yaml) at test size. A warm start tuned long enough (as tiny_policy) that most fan-outs are
+# well formed: targets to train on.
+TINY_DEMO = [*TINY_RL_OVERRIDES, "policy.bootstrap.sft_epochs=40", "policy.bootstrap.sft_batch_size=4",
+             "policy.bootstrap.max_positions=128", "baselines.split=train", "baselines.k=3", "synth.samples=8",
+             "synth.splits=[train]", "synth.queries_per_shard=4", "model.hidden=32", "model.mlp=64", "model.heads=2",
+             "model.layers=1", "train.steps=20", "train.batch_size=8", "train.warmup_steps=5", "train.log_every=10",
+             "train.checkpoint_every=10", "train.eval_sets=32", "train.shuffle_buffer=0", "sampler.steps=4",
+             "methods.best_of=2", "eval.split=train", "eval.k=3", "eval.latency_batches=[1,2]",
+             "eval.latency_repeats=1"]
 TINY_QUERIES = ["beach vacation outfit", "winter office look", "summer wedding guest", "night out accessories",
                 "rainy day walk", "garden party dress", "weekend hiking trip", "black tie evening"]
 
@@ -174,6 +184,12 @@ def tiny_rl_source(tmp_path_factory: pytest.TempPathFactory, tiny_catalog) -> Pa
     ds = Dataset("tiny", pa.Table.from_pylist(items, schema=CATALOG_SCHEMA), SETS_SCHEMA.empty_table(),
                  pa.Table.from_pylist(queries, schema=QUERIES_SCHEMA))
     return ds.save(tmp_path_factory.mktemp("tiny_rl_source"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_RL_OVERRIDES
+from conftest import TINY_DEMO
 from r4t.cli import main
 from r4t.data.dataset import INFO_FILE, ITEMS_FILE, QUERIES_FILE, SETS_FILE, Dataset
 from r4t.embed import EMBEDDINGS_FILE, EMBEDDINGS_MANIFEST
@@ -175,14 +175,6 @@ def test_score_to_stdout(prepared_run: Path, tiny_source: Path, tmp_path: Path, 
 # ------------------------------------------------------------------------------------------------ demo
 
 
-# A warm start tuned long enough (as conftest's tiny_policy) that most fan-outs are well formed: targets to train on.
-TINY_DEMO = [*TINY_RL_OVERRIDES, "policy.bootstrap.sft_epochs=40", "policy.bootstrap.sft_batch_size=4",
-             "policy.bootstrap.max_positions=128", "baselines.split=train", "baselines.k=3", "synth.samples=8",
-             "synth.splits=[train]", "synth.queries_per_shard=4", "model.hidden=32", "model.mlp=64", "model.heads=2",
-             "model.layers=1", "train.steps=20", "train.batch_size=8", "train.warmup_steps=5", "train.log_every=10",
-             "train.checkpoint_every=10", "train.eval_sets=32", "train.shuffle_buffer=0", "sampler.steps=4",
-             "methods.best_of=2", "eval.split=train", "eval.k=3", "eval.latency_batches=[1,2]",
-             "eval.latency_repeats=1"]
 
 
 def test_demo_runs_every_stage_and_a_rerun_resumes(ray_local, tmp_path: Path, tiny_rl_source: Path,

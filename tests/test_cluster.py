@@ -11,7 +11,6 @@ import os
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import TINY_RL_OVERRIDES
+from conftest import TINY_DEMO, free_port
 
 from r4t.io import read_json
 
@@ -30,26 +29,14 @@ BIN = Path(sys.executable).parent
 JOB_TIMEOUT_S = 900
 
 # The pipeline at test size (as test_cli's demo test), with the reward scorers on the worker node's resource.
-TINY_PIPELINE = [*TINY_RL_OVERRIDES, "policy.bootstrap.sft_epochs=40", "policy.bootstrap.sft_batch_size=4",
-                 "policy.bootstrap.max_positions=128", "baselines.split=train", "baselines.k=3", "synth.samples=8",
-                 "synth.splits=[train]", "synth.queries_per_shard=4", "model.hidden=32", "model.mlp=64",
-                 "model.heads=2", "model.layers=1", "train.steps=20", "train.batch_size=8", "train.warmup_steps=5",
-                 "train.log_every=10", "train.checkpoint_every=10", "train.eval_sets=32", "train.shuffle_buffer=0",
-                 "sampler.steps=4", "methods.best_of=2", "eval.split=train", "eval.k=3",
-                 "eval.latency_batches=[1,2]", "eval.latency_repeats=1", "rl_workers.reward_resources={scoring: 1}"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+TINY_PIPELINE = [*TINY_DEMO, "rl_workers.reward_resources={scoring: 1}"]
 
 
 def _ports() -> list[int]:
     """Distinct free ports above Ray's worker port range (10002-19999)."""
     ports: set[int] = set()
     while len(ports) < 5:
-        port = _free_port()
+        port = free_port()
         if port > 20000:
             ports.add(port)
     return sorted(ports)

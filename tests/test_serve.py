@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
+from conftest import free_port
 
 from r4t.config import DatasetSpec, IndexConfig
 from r4t.diffusion.checkpoint import export_model
@@ -31,12 +31,6 @@ def tiny_artifacts(run_dir: Path, source: Path, encoder, **manifest_changes) -> 
                 "task": "oar", "policy_hash": "0" * 64, **manifest_changes}
     export_model(run_dir / "tiny" / "diffusion" / "model", model, manifest)
     return run_dir
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

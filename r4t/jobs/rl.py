@@ -14,18 +14,18 @@ import sys
 import time
 from pathlib import Path
 
-from r4t.catalog import PreparedCatalog, prepare_catalog
+from r4t.catalog import PreparedCatalog
 from r4t.config import RLConfig, to_dict
 from r4t.embed import TextEncoder
 from r4t.errors import DataError
 from r4t.io import atomic_path, read_json, write_json
-from r4t.jobs.common import ensure_ray, require_resources, stage_main, synced_stage
+from r4t.jobs.common import stage_catalogs, stage_main, synced_stage
 from r4t.policy.bootstrap import bootstrap_policy
 from r4t.policy.model import INFO_FILE
 from r4t.rewards.scorer import RewardScorer
 from r4t.rl.evaluate import evaluate_policy
 from r4t.rl.trainer import PromptPool, RLTrainer, check_config
-from r4t.storage import publish, run_root
+from r4t.storage import publish
 
 COLUMNS = (("reward", "oar", "reward"), ("composite (all)", "oar", "composite_all"),
            ("composite", "oar", "composite"), ("ground", "oar", "ground"), ("div", "oar", "div"),
@@ -80,14 +80,10 @@ def format_table(results: dict[str, dict[str, dict]]) -> str:
 def run(cfg: RLConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
     check_config(cfg)
-    ensure_ray(cfg.run_dir)
-    require_resources("rl_workers.reward_resources", cfg.workers.reward_resources)
-    encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size)
     results, seconds = {}, {}
-    for spec in cfg.datasets:
+    for spec, cat, root, encoder in stage_catalogs(cfg, progress,
+                                                   {"rl_workers.reward_resources": cfg.workers.reward_resources}):
         t0 = time.perf_counter()
-        cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress)
-        root = run_root(cfg.run_dir) / spec.name
         init = warm_start(cfg, cat, encoder, root)
         publish(init)  # the learner and rollout workers may load it on other nodes
         out = root / cfg.name

@@ -118,6 +118,7 @@ class RewardScorer:
             out["hit"][wscr] = hit
         return out
 
+
 def scorer_factory(run_dir: str, spec, embed_cfg, index_cfg, reward_cfg: RewardConfig, seed: int):
     """A picklable recipe for a RewardScorer over a prepared catalog (the driver prepared it already). The run
     directory is made absolute here: the actor that builds the scorer may run in another working directory
