@@ -1,7 +1,8 @@
 """A prepared catalog: the dataset, its item embeddings and its faiss index, under <run_dir>/<name>/.
 
 `prepare_catalog` builds what is missing and reuses what a previous run finished (each artifact is checked
-against its manifest), so a killed run resumes where it stopped.
+against its manifest), so a killed run resumes where it stopped. The index it returns carries the items' text
+groups (`index.dup_group`), which grounding keeps distinct (r4t.grounding).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from r4t.data.catalogs import load_dataset
 from r4t.data.dataset import INFO_FILE, Dataset
 from r4t.embed import TextEncoder, embed_catalog
 from r4t.errors import ConfigError, DataError, ManifestMismatch
+from r4t.grounding import attach_texts
 from r4t.index import MANIFEST_FILE, ItemIndex, gpu_available
 from r4t.io import read_json
 from r4t.storage import fetch, publish, run_root
@@ -28,7 +30,7 @@ class PreparedCatalog:
     name: str
     dataset: Dataset
     item_emb: np.ndarray  # [N, d] float32, row i = dataset.items row i = index row i
-    index: ItemIndex
+    index: ItemIndex  # with the items' text groups attached (r4t.grounding.attach_texts)
 
     @cached_property
     def category_codes(self) -> np.ndarray:
@@ -79,4 +81,4 @@ def prepare_catalog(spec: DatasetSpec, run_dir: str | Path, encoder: TextEncoder
         index.save(root / "index")
     for part in ("data", "index"):
         publish(root / part)
-    return PreparedCatalog(spec.name, dataset, emb, index)
+    return PreparedCatalog(spec.name, dataset, emb, attach_texts(index, dataset.items.column("text").to_pylist()))

@@ -47,6 +47,8 @@ class ItemIndex:
     ef_search: int = 64
     on_gpu: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # [N] id of each item's normalised text, which grounding keeps distinct (r4t.grounding.attach_texts)
+    dup_group: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def dim(self) -> int:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from r4t.config import RewardConfig
 from r4t.rewards import (alignment, composite, diversity, groundedness, normalized_vendi, parse_fanout,
-                         vendi_score, wscr_coverage)
+                         soft_coverage, vendi_score, wscr_coverage)
 from r4t.rewards.set_metrics import category_share, returned_set_metrics
 
 SQ2 = math.sqrt(2.0)
@@ -243,6 +243,41 @@ def test_wscr_duplicates_counted_once_and_padding_ignored():
 def test_wscr_empty_reference_raises():
     with pytest.raises(ValueError, match="empty"):
         wscr_coverage([np.array([[0, 1]]), np.array([[2, 3]])], [{0}, set()])
+
+
+# Items: e1, e2, e3 and u = (e1 + e2) / sqrt 2 (rows 0..3).
+SOFT_ITEMS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1 / SQ2, 1 / SQ2, 0]])
+
+
+def test_soft_coverage_is_one_when_the_reference_is_retrieved():
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=(20, 8))
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    retrieved = np.array([[3, 7, 1, 12, -1], [5, 5, 6, 0, 2]])
+    reference = np.array([[7, 12, -1], [0, 5, 6]])
+    np.testing.assert_allclose(soft_coverage(retrieved, reference, items), [1.0, 1.0])
+
+
+def test_soft_coverage_by_hand_between_the_coverage_bounds():
+    # Y = {e1, e2}, R = {e1, u}: e1 is covered (cos 1), e2 only by u (cos 1/sqrt 2).
+    soft = soft_coverage(np.array([[0, 3]]), np.array([[0, 1]]), SOFT_ITEMS)
+    recall, _ = wscr_coverage([np.array([0, 3])], [{0, 1}])
+    np.testing.assert_allclose(soft, [(1 + 1 / SQ2) / 2])
+    assert recall[0] == 0.5 < soft[0] < 1.0
+
+
+def test_soft_coverage_is_higher_for_a_retrieved_set_nearer_the_reference():
+    # Neither set retrieves e1 or e2 (coverage 0 for both); u lies between them, e3 is orthogonal to both.
+    near_far = soft_coverage(np.array([[3, -1], [2, -1]]), np.array([[0, 1], [0, 1]]), SOFT_ITEMS)
+    np.testing.assert_allclose(near_far, [1 / SQ2, 0.0], atol=1e-12)
+    assert wscr_coverage([np.array([3]), np.array([2])], [{0, 1}, {0, 1}])[0].tolist() == [0.0, 0.0]
+
+
+def test_soft_coverage_empty_sets_raise():
+    with pytest.raises(ValueError, match="empty"):
+        soft_coverage(np.array([[0, 1]]), np.array([[-1, -1]]), SOFT_ITEMS)
+    with pytest.raises(ValueError, match="empty"):
+        soft_coverage(np.array([[-1]]), np.array([[0]]), SOFT_ITEMS)
 
 
 # --------------------------------------------------------------------------------------------- composite

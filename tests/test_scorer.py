@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from r4t.config import RewardConfig
-from r4t.errors import DataError, ManifestMismatch
+from r4t.errors import ConfigError, DataError, ManifestMismatch
 from r4t.index import ItemIndex
 from r4t.rewards import vendi_score
 from r4t.rewards.scorer import TERMS, RewardScorer
@@ -138,6 +138,30 @@ def test_wscr_uses_m_items_per_subquery(encoder, tiny_catalog):
     out = sc.score([QUERY, QUERY], [fanout(SHOES_ONLY)] * 2, [sorted(top1), [extra[0]]])
     assert out["recall"][0] == pytest.approx(1.0)
     assert out["recall"][1] == 0.0
+
+
+def test_soft_coverage_reward_when_configured(encoder, tiny_catalog):
+    cat = tiny_catalog
+    soft = RewardScorer(encoder, cat.index, cat.emb, RewardConfig(wscr_reward="soft_coverage"))
+    exact = RewardScorer(encoder, cat.index, cat.emb)
+    got = retrieved_ids(encoder, cat, SHOES_ONLY)
+    outside = [i for i in cat.ids if i not in got][:3]
+    args = ([QUERY] * 2, [fanout(SHOES_ONLY)] * 2, [sorted(got)[:3], outside])
+    out, plain = soft.score(*args), exact.score(*args)
+    np.testing.assert_array_equal(out["recall"], plain["recall"])  # recall stays the exact coverage
+    np.testing.assert_array_equal(plain["reward"], [1.0, 0.0])
+    assert out["reward"][0] == pytest.approx(1.0) and 0.0 < out["reward"][1] < 1.0  # signal where coverage is 0
+    retrieved = cat.emb[cat.index.search(encoder.encode(SHOES_ONLY), 5)[1].ravel()]
+    by_hand = (cat.emb[[cat.ids.index(i) for i in outside]] @ retrieved.T).max(axis=1).mean()
+    assert out["reward"][1] == pytest.approx(by_hand, abs=1e-5)
+    # The embedding path (RLlib's latent env, latent synthesis) gets the same reward.
+    q, rows = encoder.encode([QUERY]), encoder.encode(SHOES_ONLY)[None]
+    assert soft.score_embeddings(q, rows, [outside])["reward"][0] == pytest.approx(out["reward"][1], abs=1e-6)
+
+
+def test_wscr_reward_must_be_known():
+    with pytest.raises(ConfigError, match="reward.wscr_reward='soft'"):
+        RewardConfig(wscr_reward="soft")
 
 
 def test_mixed_reference_and_no_reference(scorer, encoder, tiny_catalog):

@@ -15,7 +15,7 @@ from r4t.embed import TextEncoder
 from r4t.errors import DataError
 from r4t.index import ItemIndex, check_manifest
 from r4t.rewards.parse import parse_fanout
-from r4t.rewards.terms import alignment, composite, diversity, groundedness, wscr_coverage
+from r4t.rewards.terms import alignment, composite, diversity, groundedness, soft_coverage, wscr_coverage
 from r4t.storage import is_uri
 
 TERMS = ("reward", "composite", "ground", "div", "div_raw", "align", "recall", "hit")
@@ -53,9 +53,9 @@ class RewardScorer:
         """Score B fan-outs. Returns per-term arrays [B] (NaN where not applicable), `malformed` [B] bool,
         `error` (the parser's message or "") and `top1` [B, k] (each sub-query's first item row, -1 where
         malformed); with `embeddings`, also `subquery_emb` [B, k, d] (NaN where malformed) and `subqueries`
-        (the parsed lines, [] where malformed). `reward` is WSCR recall where a reference set is given, the
-        OAR composite otherwise, and `malformed_penalty` for a completion that does not parse (whose terms,
-        composite included, are NaN)."""
+        (the parsed lines, [] where malformed). `reward` is the WSCR reward (reward.wscr_reward: the exact
+        coverage `recall`, or its soft version) where a reference set is given, the OAR composite otherwise, and
+        `malformed_penalty` for a completion that does not parse (whose terms, composite included, are NaN)."""
         cfg, B = self.config, len(queries)
         if len(completions) != B or (reference_sets is not None and len(reference_sets) != B):
             raise ValueError(f"score: {B} queries, {len(completions)} completions, "
@@ -92,8 +92,9 @@ class RewardScorer:
                          reference_sets: Sequence[Sequence[str] | None] | None = None) -> dict[str, np.ndarray]:
         """Score B fan-outs given as embeddings: query_emb [B, d], subquery_emb [B, k, d] (unit rows: sub-query
         embeddings, or the rows of a policy acting in embedding space). The reward of the text path (`score`) is
-        computed here, so both paths give the same composite / WSCR coverage for the same embeddings. Returns
-        the per-term arrays [B] (recall and hit NaN without a reference set) and `top1` [B, k]."""
+        computed here, so both paths give the same composite / WSCR reward for the same embeddings. Returns
+        the per-term arrays [B] (recall and hit NaN without a reference set; recall is always the exact coverage,
+        whichever reward.wscr_reward) and `top1` [B, k]."""
         cfg = self.config
         B, k = subquery_emb.shape[:2]
         refs = list(reference_sets) if reference_sets is not None else [None] * B
@@ -112,11 +113,20 @@ class RewardScorer:
         out["reward"] = out["composite"].copy()
         wscr = [b for b in range(B) if refs[b] is not None]
         if wscr:
-            recall, hit = wscr_coverage([rows[b, :, : cfg.wscr_m] for b in wscr],
-                                        [self.reference_rows(refs[b]) for b in wscr])
-            out["recall"][wscr] = out["reward"][wscr] = recall
-            out["hit"][wscr] = hit
+            retrieved, reference = rows[wscr, :, : cfg.wscr_m], [self.reference_rows(refs[b]) for b in wscr]
+            recall, out["hit"][wscr] = wscr_coverage(list(retrieved), reference)
+            out["recall"][wscr] = recall
+            out["reward"][wscr] = recall if cfg.wscr_reward == "coverage" else soft_coverage(
+                retrieved.reshape(len(wscr), -1), padded_rows(reference), self.item_emb)
         return out
+
+
+def padded_rows(sets: Sequence[set[int]]) -> np.ndarray:
+    """Row sets → [len(sets), largest size] int64, each sorted and padded with -1."""
+    out = np.full((len(sets), max(len(s) for s in sets)), -1, np.int64)
+    for i, rows in enumerate(sets):
+        out[i, : len(rows)] = sorted(rows)
+    return out
 
 
 def scorer_factory(run_dir: str, spec, embed_cfg, index_cfg, reward_cfg: RewardConfig, seed: int):

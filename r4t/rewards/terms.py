@@ -45,6 +45,22 @@ def wscr_coverage(retrieved: list[np.ndarray], reference: list[set[int]]) -> tup
     return hits / sizes, (hits > 0).astype(float)
 
 
+def soft_coverage(retrieved: np.ndarray, reference: np.ndarray, item_emb: np.ndarray) -> np.ndarray:
+    """Soft coverage of the reference set: mean over y in Y of max over r in R(Q) of cos(e(y), e(r)), per set. 1 when
+    R(Q) ⊇ Y, at least |Y ∩ R(Q)| / |Y| when no cosine is negative, and it rises as R(Q) nears Y: a dense WSCR
+    reward where the exact coverage is almost always 0.
+
+    retrieved: [B, R] catalog rows retrieved by each set's sub-queries (-1 padding ignored); reference: [B, Y]
+    catalog rows of each reference set (-1 padding); item_emb: [N, d] unit rows. → [B].
+    """
+    has_ref, has_item = reference >= 0, retrieved >= 0
+    if not has_ref.any(axis=1).all() or not has_item.any(axis=1).all():
+        raise ValueError("soft_coverage: a reference set or a retrieved set is empty")
+    cos = item_emb[reference].astype(np.float64) @ item_emb[retrieved].astype(np.float64).transpose(0, 2, 1)
+    best = np.where(has_item[:, None, :], cos, -np.inf).max(axis=2)  # [B, Y]
+    return np.where(has_ref, best, 0.0).sum(axis=1) / has_ref.sum(axis=1)
+
+
 def composite(ground: np.ndarray, div_norm: np.ndarray, align: np.ndarray, w_ground: float = 0.6,
               w_div: float = 0.2, w_align: float = 0.2) -> np.ndarray:
     """R = w_g r_ground + w_d r_div(normalized) + w_a r_align (paper: 0.6 / 0.2 / 0.2)."""

@@ -110,7 +110,7 @@ class Ingress:
 
     @api.post("/v1/fanout", response_model=FanoutResponse)
     async def fanout(self, req: FanoutRequest) -> dict:
-        """One query → K distinct catalog items, with the set's metrics, artifact versions and timing."""
+        """One query → K catalog items with distinct texts, with the set's metrics, artifact versions and timing."""
         return await self._one(req)
 
     @api.post("/v1/fanout/batch", response_model=list[FanoutResponse])

@@ -70,13 +70,15 @@ def in_process_sampler(model_dir: Path, query_emb: np.ndarray, batch: int, sampl
 def in_process_pipeline(art, texts: list[str], batch: int, sampler: dict, repeats: int = 5) -> float:
     """The same work without serving: encode the batch's queries, sample, ground (one process)."""
     from r4t.config import SamplerConfig
+    from r4t.data.dataset import Dataset
     from r4t.diffusion.checkpoint import load_model
     from r4t.embed import TextEncoder, load_embeddings
+    from r4t.grounding import attach_texts
     from r4t.index import ItemIndex
     from r4t.retrieve.methods import DiffusionFanout
 
     model, _ = load_model(art.model_dir)
-    index = ItemIndex.load(art.index_dir)
+    index = attach_texts(ItemIndex.load(art.index_dir), Dataset.load(art.data_dir).items.column("text").to_pylist())
     method = DiffusionFanout(model, SamplerConfig(**sampler), index, load_embeddings(art.index_dir)[0])
     encoder = TextEncoder()
     part = [texts[i % len(texts)] for i in range(batch)]

@@ -19,7 +19,7 @@ from r4t.data.dataset import Dataset
 from r4t.diffusion.checkpoint import WEIGHTS, load_model
 from r4t.diffusion.samplers import generate_sets
 from r4t.embed import TextEncoder, load_embeddings
-from r4t.grounding import ground_sets
+from r4t.grounding import attach_texts, ground_sets
 from r4t.index import ItemIndex
 from r4t.rewards.set_metrics import set_quality
 from r4t.rewards.terms import groundedness
@@ -91,7 +91,7 @@ class Denoiser:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=16)
 class CatalogIndex:
-    """Grounds generated rows to K distinct items and scores the returned set."""
+    """Grounds generated rows to K items with distinct texts (r4t.grounding) and scores the returned set."""
 
     def __init__(self, root: str, nprobe: int = 16, ef_search: int = 64):
         root = Path(root)
@@ -99,10 +99,10 @@ class CatalogIndex:
             fetch(root / part)
         self.manifest_path = root / "index" / "manifest.json"
         self.loaded = _stamp(self.manifest_path)
-        self.index = ItemIndex.load(root / "index", nprobe=nprobe, ef_search=ef_search)
-        self.item_emb, _ = load_embeddings(root / "index")
         items = Dataset.load(root / "data").items
         self.texts = items.column("text").to_pylist()
+        self.index = attach_texts(ItemIndex.load(root / "index", nprobe=nprobe, ef_search=ef_search), self.texts)
+        self.item_emb, _ = load_embeddings(root / "index")
         self.categories = items.column("category").to_pylist()
         self.ids = self.index.item_ids
 
