@@ -138,6 +138,53 @@ def test_clipping(A: float, rho: float, clip_eps: float, clipped: bool):
         torch.testing.assert_close(g, expected, atol=1e-9, rtol=0)
 
 
+@pytest.mark.parametrize("A", [1.0, -1.0])
+def test_clip_zeroes_the_surrogate_gradient_exactly_where_it_acts(A: float):
+    """Per token: rho outside [1-eps, 1+eps] on the side A pushes it to gets no surrogate gradient; every other
+    token gets -A rho (token aggregation over n tokens: divided by n)."""
+    rho = torch.tensor([[0.5, 0.9, 1.0, 1.1, 1.5]])
+    logp = torch.full((1, 5), -1.0, requires_grad=True)
+    loss, stats = soft_grpo_loss(logp, logp.detach() - rho.log(), torch.tensor([A]), torch.ones(1, 5), clip_eps=0.2,
+                                 beta1=0.0, beta2=0.0, aggregation="token")
+    clipped = rho > 1.2 if A > 0 else rho < 0.8
+    assert stats["clip_frac"] == pytest.approx(0.2)
+    torch.testing.assert_close(grad(loss, logp), torch.where(clipped, 0.0, -A * rho / 5), atol=1e-12, rtol=0)
+
+
+RHOS = torch.tensor([[0.6, 0.9, 1.0, 1.4]], dtype=torch.float64)
+
+
+def kl_terms_gradient(rho: torch.Tensor, beta1: float, beta2: float) -> torch.Tensor:
+    """d soft_grpo_loss / d logp with the surrogate's part taken out: beta1 rho (log rho + 1) - beta2 per token
+    (token aggregation over n tokens: divided by n), from the loss itself."""
+    logp = torch.full(rho.shape, -1.0, requires_grad=True)
+    A, mask = torch.tensor([0.8]), torch.ones(rho.shape)
+
+    def g(b1: float, b2: float) -> torch.Tensor:
+        loss, _ = soft_grpo_loss(logp, logp.detach() - rho.log(), A, mask, clip_eps=0.2, beta1=b1, beta2=b2,
+                                 aggregation="token")
+        return grad(loss, logp)
+    return g(beta1, beta2) - g(0.0, 0.0)
+
+
+def test_kl_terms_cancel_at_rho_one_so_one_update_per_batch_is_reinforce():
+    """At rho = 1, the first (and with one step per batch, only) update, beta1 = beta2 terms' gradients cancel:
+    Soft-GRPO is then group-normalized REINFORCE. Only later steps of an epoch / minibatch loop see rho != 1."""
+    ones = torch.ones_like(RHOS)
+    assert torch.equal(kl_terms_gradient(ones, 0.05, 0.05), torch.zeros_like(ones))
+    torch.testing.assert_close(kl_terms_gradient(ones, 0.3, 0.05), torch.full_like(ones, 0.25 / 4))
+
+
+@pytest.mark.parametrize("beta1, beta2", [(0.05, 0.05), (0.3, 0.05), (0.05, 0.3)])
+def test_kl_terms_shape_the_gradient_away_from_rho_one(beta1: float, beta2: float):
+    g = kl_terms_gradient(RHOS, beta1, beta2)
+    torch.testing.assert_close(g, (beta1 * RHOS * (RHOS.log() + 1) - beta2) / 4, atol=1e-12, rtol=0)
+    off = RHOS != 1
+    assert (g[off].abs() > 1e-3).all()
+    assert not torch.allclose(g, kl_terms_gradient(RHOS, beta1 + 0.1, beta2))
+    assert not torch.allclose(g, kl_terms_gradient(RHOS, beta1, beta2 + 0.1))
+
+
 def test_clip_frac_counts_tokens():
     logp = torch.zeros(2, 2, requires_grad=True)
     logp_old = torch.tensor([[-math.log(1.5), 0.0], [0.0, 0.0]])  # rho = 1.5 on one of the 4 tokens

@@ -48,6 +48,21 @@ class RewardWorker:
         return out, time.perf_counter() - start
 
 
+def minibatch_indices(n: int, group_size: int, minibatches: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Rollout indices of each minibatch of one epoch: the n rollouts form n / group_size prompt groups (each
+    group_size consecutive rollouts), which are put in a random order and split into `minibatches` equal parts.
+    One minibatch is the whole batch as it is: the order of the rows of one minibatch does not change its loss.
+    Returns `minibatches` int arrays of n / minibatches indices each."""
+    if minibatches == 1:
+        return [np.arange(n)]
+    groups, rest = divmod(n, group_size)
+    if rest or groups % minibatches:
+        raise ValueError(f"{n} rollouts are not whole groups of rl.group_size={group_size} that split into "
+                         f"rl.minibatches={minibatches} equal minibatches")
+    order = rng.permutation(groups)[:, None] * group_size + np.arange(group_size)
+    return np.split(order.reshape(-1), minibatches)
+
+
 class Learner:
     def __init__(self, model_path: str, settings: RLSettings, device: str = "cpu", torch_threads: int = 1,
                  optimizer_from: str | None = None, reference_path: str | None = None):
@@ -75,33 +90,46 @@ class Learner:
             return {"clip_eps": s.clip_eps, "kl_beta": s.kl_beta, "aggregation": s.aggregation, "logp_ref": logp_ref}
         return {"clip_eps": s.clip_eps, "beta1": s.beta1, "beta2": s.beta2, "aggregation": s.aggregation}
 
-    def update(self, rollouts: list[Rollout], advantages: np.ndarray) -> dict[str, float]:
-        """`updates_per_batch` optimizer steps over contiguous minibatches of the rollouts (whole groups)."""
+    def update(self, rollouts: list[Rollout], advantages: np.ndarray, seed: int = 0) -> dict[str, float]:
+        """`epochs` passes over the rollout batch, each in `minibatches` optimizer steps (RLSettings).
+
+        rollouts: grouped by prompt, group_size consecutive rollouts per prompt; advantages: [len(rollouts)];
+        seed: the minibatches' order. Returns the mean of the steps' stats, with `ratio_first` and
+        `abs_log_ratio_first` from the first step alone: pi_theta is still the sampling policy there, so they
+        measure how well the learner's log-probs agree with the sampler's.
+        """
         s, start = self.settings, time.perf_counter()
+        if len(advantages) != len(rollouts):
+            raise ValueError(f"{len(advantages)} advantages for {len(rollouts)} rollouts")
+        rng = np.random.default_rng(seed)
         self.model.train()
-        stats: dict[str, list[float]] = {}
-        size = len(rollouts) // s.updates_per_batch
-        for lo in range(0, size * s.updates_per_batch, size):
-            part = rollouts[lo:lo + size]
-            batch = pack([r.prompt_ids for r in part], [r.completion_ids for r in part],
-                         self.tokenizer.pad_token_id, [r.logprobs for r in part])
-            mask = batch.completion_mask.to(self.model.device)
-            logp, entropy = token_logprobs(self.model, batch, s.temperature, with_entropy=True)
-            adv = torch.as_tensor(advantages[lo:lo + size], dtype=torch.float32, device=mask.device)
-            loss, loss_stats = self.loss_fn(logp, batch.logp_old.to(mask.device), adv, mask,
-                                            **self._loss_settings(batch))
-            self.optimizer.zero_grad()
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
-            self.optimizer.step()
-            tokens = mask.sum().clamp(min=1)
-            for key, value in {**loss_stats, "loss": loss.item(), "grad_norm": grad_norm.item(),
-                               "entropy": ((entropy.detach() * mask).sum() / tokens).item()}.items():
-                stats.setdefault(key, []).append(float(value))
+        steps = []
+        for _ in range(s.epochs):
+            for idx in minibatch_indices(len(rollouts), s.group_size, s.minibatches, rng):
+                steps.append(self._step([rollouts[i] for i in idx], advantages[idx]))
         self.model.eval()
-        out = {key: float(np.mean(v)) for key, v in stats.items()}
+        out = {key: float(np.mean([step[key] for step in steps])) for key in steps[0]}
+        out["ratio_first"], out["abs_log_ratio_first"] = steps[0]["ratio_mean"], steps[0]["abs_log_ratio"]
         out["learner_seconds"] = time.perf_counter() - start
         return out
+
+    def _step(self, rollouts: list[Rollout], advantages: np.ndarray) -> dict[str, float]:
+        """One optimizer step on a minibatch (advantages: [len(rollouts)]) → its loss stats, loss, grad norm and
+        token-mean entropy."""
+        s = self.settings
+        batch = pack([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts],
+                     self.tokenizer.pad_token_id, [r.logprobs for r in rollouts])
+        mask = batch.completion_mask.to(self.model.device)
+        logp, entropy = token_logprobs(self.model, batch, s.temperature, with_entropy=True)
+        adv = torch.as_tensor(advantages, dtype=torch.float32, device=mask.device)
+        loss, stats = self.loss_fn(logp, batch.logp_old.to(mask.device), adv, mask, **self._loss_settings(batch))
+        self.optimizer.zero_grad()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
+        self.optimizer.step()
+        tokens = mask.sum().clamp(min=1)
+        return {**stats, "loss": loss.item(), "grad_norm": grad_norm.item(),
+                "entropy": ((entropy.detach() * mask).sum() / tokens).item()}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}

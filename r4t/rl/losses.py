@@ -71,12 +71,15 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.T
 
 def _stats(logp: torch.Tensor, logp_old: torch.Tensor, rho: torch.Tensor, clipped: torch.Tensor,
            mask: torch.Tensor) -> dict[str, float]:
-    """Token-mean diagnostics: the two KL estimates between pi_theta and pi_old, clip fraction and mean ratio."""
+    """Token-mean diagnostics: the two KL estimates between pi_theta and pi_old, clip fraction, mean ratio, and
+    mean |log rho|. Zero-mean per-token noise in log rho moves the mean ratio and the KL estimates only at second
+    order; mean |log rho| shows it at first order (drift, or sampler and learner numerics that disagree)."""
     with torch.no_grad():
         def mean(x: torch.Tensor) -> float:
             return float(aggregate(x.to(logp.dtype), mask, "token"))
-        return {"kl_reverse": mean(rho * (logp - logp_old)), "kl_forward": mean(logp_old - logp),
-                "clip_frac": mean(clipped), "ratio_mean": mean(rho)}
+        log_rho = logp - logp_old
+        return {"kl_reverse": mean(rho * log_rho), "kl_forward": mean(-log_rho), "clip_frac": mean(clipped),
+                "ratio_mean": mean(rho), "abs_log_ratio": mean(log_rho.abs())}
 
 
 @register_loss("soft_grpo")
