@@ -68,11 +68,16 @@ class RewardConfig:
     w_div: float = 0.2
     w_align: float = 0.2
     wscr_m: int = 5  # items retrieved per sub-query for WSCR coverage
+    # WSCR reward: coverage = |Y ∩ R(Q)| / |Y| (exact, mostly 0) | soft_coverage = mean over y in Y of
+    # max over r in R(Q) of cos(e(y), e(r)) (dense). The reported recall is always the exact coverage.
+    wscr_reward: str = "coverage"
     malformed_penalty: float = -1.0  # reward of a completion that does not parse into k sub-queries
 
     def __post_init__(self) -> None:
         _require(self.k >= 2, "reward.k", self.k, "must be at least 2")
         _require(self.wscr_m >= 1, "reward.wscr_m", self.wscr_m, "must be at least 1")
+        _require(self.wscr_reward in ("coverage", "soft_coverage"), "reward.wscr_reward", self.wscr_reward,
+                 "must be coverage or soft_coverage")
         for name in ("w_ground", "w_div", "w_align"):
             _require(getattr(self, name) >= 0, f"reward.{name}", getattr(self, name), "must be non-negative")
 
@@ -159,14 +164,23 @@ class PolicyConfig:
     init: str = "bootstrap"  # "bootstrap" (tiny LM built and warm-started here) or a Hugging Face model folder
     backend: str = "transformers"  # transformers | vllm
     device: str = "cpu"
-    template: str = "query: {query}\nsub-queries:\n"  # str.format pattern with {query} (and {k})
-    max_new_tokens: int = 192
+    # str.format pattern with {query} (and {k}, {context}); without items listed: "query: {query}\nsub-queries:\n"
+    template: str = ("catalog items near the query:\n{context}\nquery: {query}\n"
+                     "{k} sub-queries, one per line ([n] names a listed item):\n")
+    context_items: int = 16  # catalog items nearest the query listed, numbered, in the prompt as {context}; 0 = none
+    context_per_category: int = 1  # listed items of one category before the nearest of the rest (0 = no cap)
+    max_new_tokens: int = 96
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
 
     def __post_init__(self) -> None:
         _require(self.backend in ("transformers", "vllm"), "policy.backend", self.backend,
                  "must be transformers or vllm")
         _require("{query}" in self.template, "policy.template", self.template, "must contain {query}")
+        _require(self.context_items >= 0, "policy.context_items", self.context_items, "must be >= 0")
+        _require(self.context_per_category >= 0, "policy.context_per_category", self.context_per_category,
+                 "must be >= 0")
+        _require(("{context}" in self.template) == (self.context_items > 0), "policy.template", self.template,
+                 f"must contain {{context}} exactly when policy.context_items > 0 (it is {self.context_items})")
         _require(self.max_new_tokens > 0, "policy.max_new_tokens", self.max_new_tokens, "must be positive")
 
 
@@ -189,17 +203,29 @@ class RLSettings:
     beta2: float = 0.05  # Soft-GRPO: forward KL to the sampling policy (-log pi_theta)
     kl_beta: float = 0.05  # grpo_kl: weight of the k3 KL to the reference
     aggregation: str = "sequence"  # sequence (mean per completion, then over completions) | token
-    updates_per_batch: int = 1  # optimizer steps per rollout batch (minibatches); > 1 makes the ratio matter
+    # Each rollout batch gives minibatches x epochs optimizer steps: `epochs` passes over the batch, each split into
+    # `minibatches` minibatches of whole prompt groups in a seeded random order. Only the first step sees
+    # rho = pi_theta / pi_old = 1; with one step in all the clip never acts and the beta1 and beta2 gradients
+    # cancel (beta1 = beta2), which leaves group-normalized REINFORCE. jobs/*.yaml use 4 x 2 (measured on
+    # polyvore: higher reward than 1 x 1 for ~1.6x the learner's time).
+    minibatches: int = 1
+    epochs: int = 1
+    # Dtypes: the learner loads the policy in float32 and scores log pi_theta in float32. log pi_old comes from
+    # the sampler: float32 with the transformers backend and with vLLM on CPU, the checkpoint's dtype (bfloat16
+    # for Qwen3 / Gemma3) with vLLM on GPU, where rho starts off 1 by bf16 rounding (vLLM in bfloat16 on the tiny
+    # policies here: mean |log rho| 4e-3 to 1e-2, up to ~0.1 a token, inside clip_eps; the learner scoring in
+    # bfloat16 too barely narrows it, the engines round differently, so the learner stays float32).
+    # metrics.jsonl shows it as ratio_first / abs_log_ratio_first (float32 on both sides: < 1e-4).
     checkpoint_every: int = 20
     timeout_s: float = 900.0  # every remote call; a stuck actor becomes an error naming it and the step
 
     def __post_init__(self) -> None:
         _require(self.task in ("oar", "wscr"), "rl.task", self.task, "must be oar or wscr")
-        for name in ("steps", "prompts_per_step", "chunk_prompts", "updates_per_batch", "checkpoint_every"):
+        for name in ("steps", "prompts_per_step", "chunk_prompts", "minibatches", "epochs", "checkpoint_every"):
             _require(getattr(self, name) > 0, f"rl.{name}", getattr(self, name), "must be positive")
         _require(self.group_size >= 2, "rl.group_size", self.group_size, "must be at least 2 (group-normalized)")
-        _require(self.prompts_per_step % self.updates_per_batch == 0, "rl.updates_per_batch",
-                 self.updates_per_batch, f"must divide prompts_per_step={self.prompts_per_step}")
+        _require(self.prompts_per_step % self.minibatches == 0, "rl.minibatches", self.minibatches,
+                 f"must divide prompts_per_step={self.prompts_per_step} (minibatches hold whole prompt groups)")
         _require(self.temperature > 0, "rl.temperature", self.temperature, "must be positive")
         _require(0 < self.top_p <= 1, "rl.top_p", self.top_p, "must be in (0, 1]")
         _require(self.lr > 0, "rl.lr", self.lr, "must be positive")
@@ -513,9 +539,13 @@ class RetrievalEvalConfig:
     lm_temperature: float = 1.0  # the LM methods sample one fan-out per query
     latency_batches: list[int] = field(default_factory=lambda: [8, 1024])
     latency_repeats: int = 3
+    judge: bool = True  # the independent judge (r4t.eval.judge; needs the extra r4t[judge]) on OAR intents
+    judge_reference: int = 512  # random catalog items each query's relevance percentile is taken among
+    handwritten: bool = True  # also the built-in datasets' hand-written out-of-template intents (evaluation only)
 
     def __post_init__(self) -> None:
         _require(self.split in ("train", "val", "test"), "eval.split", self.split, "must be train, val or test")
+        _require(self.judge_reference >= 2, "eval.judge_reference", self.judge_reference, "must be at least 2")
         _require(self.k >= 2, "eval.k", self.k, "must be at least 2")
         _require(self.max_queries >= 0, "eval.max_queries", self.max_queries, "must be >= 0")
         _require(all(b >= 1 for b in self.latency_batches), "eval.latency_batches", self.latency_batches,

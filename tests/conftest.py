@@ -69,7 +69,7 @@ class TinyCatalog:
     ids: list[str]  # "i0", "i1", ...
     categories: list[str]  # category name per row
     emb: np.ndarray  # [N, d] float32, unit norm, from the `encoder` fixture
-    index: "object"  # r4t.index.ItemIndex (Flat, inner product) over `emb`
+    index: "object"  # r4t.index.ItemIndex (Flat, inner product) over `emb`, with the texts' groups attached
 
     @property
     def category_codes(self) -> np.ndarray:
@@ -89,14 +89,36 @@ def encoder():
 
 @pytest.fixture(scope="session")
 def tiny_catalog(encoder) -> TinyCatalog:
+    from r4t.grounding import attach_texts
     from r4t.index import ItemIndex
 
     texts = [t for items in CATALOG.values() for t in items]
     categories = [c for c, items in CATALOG.items() for _ in items]
     ids = [f"i{i}" for i in range(len(texts))]
     emb = encoder.encode(texts)
-    index = ItemIndex.build(emb, ids, "Flat", embed_manifest={**encoder.manifest, "catalog_hash": "test"})
+    index = attach_texts(ItemIndex.build(emb, ids, "Flat", embed_manifest={**encoder.manifest, "catalog_hash": "test"}),
+                         texts)
     return TinyCatalog(texts, ids, categories, emb, index)
+
+
+# Near-identical items under different ids, as in the real catalogs ("Home Decor" six times): grounding must
+# return each normalised text at most once. Every item is its own category, so category-diversity cannot hide it.
+DUPLICATED = ["Home Decor", "home decor", "HOME  DECOR.", "Home Decor!", "  home decor ", "Home Decor",
+              "hair casual beach", "Hair casual beach", "hair casual beach...", "scented candle",
+              "wool throw blanket", "linen cushion cover", "ceramic vase", "straw beach hat", "white linen dress",
+              "gold hoop earrings", "leather sandals"]
+
+
+@pytest.fixture(scope="session")
+def dup_catalog(encoder) -> TinyCatalog:
+    from r4t.grounding import attach_texts
+    from r4t.index import ItemIndex
+
+    ids = [f"d{i}" for i in range(len(DUPLICATED))]
+    emb = encoder.encode(DUPLICATED)
+    index = attach_texts(ItemIndex.build(emb, ids, "Flat", embed_manifest={**encoder.manifest, "catalog_hash": "dup"}),
+                         DUPLICATED)
+    return TinyCatalog(DUPLICATED, ids, [f"c{i}" for i in range(len(ids))], emb, index)
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +162,7 @@ TINY_RL_OVERRIDES = ["policy.bootstrap.vocab_size=400", "policy.bootstrap.hidden
                      "policy.bootstrap.num_heads=2", "policy.bootstrap.num_kv_heads=1",
                      "policy.bootstrap.sft_epochs=10",
                      "policy.max_new_tokens=48", f"reward.k={TINY_K}", "rl.steps=2", "rl.prompts_per_step=2",
-                     "rl.group_size=2", "rl.chunk_prompts=1"]
+                     "rl.group_size=2", "rl.chunk_prompts=1", "rl.minibatches=2"]
 # The pipeline (jobs/demo.yaml) at test size. A warm start tuned long enough (as tiny_policy) that most fan-outs are
 # well formed: targets to train on.
 TINY_DEMO = [*TINY_RL_OVERRIDES, "policy.bootstrap.sft_epochs=40", "policy.bootstrap.sft_batch_size=4",
@@ -160,12 +182,12 @@ def tiny_policy(tmp_path_factory: pytest.TempPathFactory, tiny_catalog, encoder)
     The warm start is deliberately short, so many of its completions are malformed: room for RL to improve."""
     from r4t.config import BootstrapConfig
     from r4t.policy.bootstrap import bootstrap_policy
-    from r4t.policy.prompt import DEFAULT_TEMPLATE
+    from r4t.policy.prompt import PLAIN_TEMPLATE
 
     cfg = BootstrapConfig(vocab_size=400, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
                           num_kv_heads=1, max_positions=128, sft_epochs=40, sft_lr=3e-3, sft_batch_size=4)
     return bootstrap_policy(tmp_path_factory.mktemp("policy") / "warm_start", tiny_catalog.texts, TINY_QUERIES,
-                            encoder.encode(TINY_QUERIES), tiny_catalog.index, cfg, DEFAULT_TEMPLATE, TINY_K,
+                            encoder.encode(TINY_QUERIES), tiny_catalog.index, cfg, PLAIN_TEMPLATE, TINY_K,
                             seed=0, provenance={})
 
 

@@ -18,7 +18,7 @@ from r4t.policy.backend import SamplingSettings
 from r4t.policy.bootstrap import bootstrap_policy, naive_fanouts, train_tokenizer
 from r4t.policy.hf_backend import TransformersBackend
 from r4t.policy.model import INFO_FILE, load_policy, pack, token_logprobs
-from r4t.policy.prompt import DEFAULT_TEMPLATE, build_prompt, format_fanout
+from r4t.policy.prompt import PLAIN_TEMPLATE, build_prompt, format_fanout
 from r4t.rewards.parse import parse_fanout
 from r4t.rl.actors import Learner
 from r4t.rl.advantages import get_advantage
@@ -31,7 +31,7 @@ def test_format_fanout_parses_back() -> None:
     text = format_fanout(subqueries)
     assert text.splitlines()[0] == "1. red leather boots"  # a line break inside a sub-query cannot split it
     assert parse_fanout(text, 3).subqueries == ("red leather boots", "gold hoops", "1990s denim jacket")
-    assert build_prompt("  summer\twedding ", DEFAULT_TEMPLATE) == "query: summer wedding\nsub-queries:\n"
+    assert build_prompt("  summer\twedding ", PLAIN_TEMPLATE) == "query: summer wedding\nsub-queries:\n"
 
 
 def test_tokenizer_round_trips_any_text() -> None:
@@ -52,7 +52,7 @@ def test_bootstrap_is_reproducible(tmp_path: Path, tiny_catalog, encoder, tiny_p
     cfg = BootstrapConfig(vocab_size=400, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
                           num_kv_heads=1, max_positions=128, sft_epochs=40, sft_lr=3e-3, sft_batch_size=4)
     again = bootstrap_policy(tmp_path / "again", tiny_catalog.texts, TINY_QUERIES, encoder.encode(TINY_QUERIES),
-                             tiny_catalog.index, cfg, DEFAULT_TEMPLATE, TINY_K, seed=0, provenance={})
+                             tiny_catalog.index, cfg, PLAIN_TEMPLATE, TINY_K, seed=0, provenance={})
     a, b = load_file(str(tiny_policy / "model.safetensors")), load_file(str(again / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     info = json.loads((again / INFO_FILE).read_text())

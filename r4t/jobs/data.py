@@ -15,7 +15,7 @@ from r4t.catalog import PreparedCatalog, prepare_catalog
 from r4t.config import PrepareConfig, to_dict
 from r4t.embed import TextEncoder
 from r4t.eval.methods import compare_methods, eval_queries
-from r4t.eval.report import quality_table
+from r4t.eval.report import JUDGE_VIEW, REWARD_VIEW, quality_table
 from r4t.io import atomic_path, write_json
 from r4t.jobs.common import stage_main, synced_stage
 from r4t.retrieve.methods import CategoryDiverse, NoFanout
@@ -38,7 +38,7 @@ def run(cfg: PrepareConfig, progress: bool = True) -> dict:
                    CategoryDiverse(cat.index, cat.item_emb, cat.category_codes, cfg.eval.candidates)]
         results[name] = compare_methods(methods, cat, eval_queries(cat, cfg.eval, encoder), cfg.eval, cfg.reward,
                                         progress=progress)
-    table = quality_table(results)
+    table = quality_table(results, JUDGE_VIEW + REWARD_VIEW)
     run_dir = run_root(cfg.run_dir)
     write_json(run_dir / "baselines.json", {"config": to_dict(cfg), "results": results})
     with atomic_path(run_dir / "baselines.md") as tmp:

@@ -26,6 +26,7 @@ from r4t.embed import TextEncoder
 from r4t.errors import ConfigError, DataError
 from r4t.eval.methods import compare_methods, eval_queries
 from r4t.eval.report import comparison_tables
+from r4t.policy.context import prompt_context
 from r4t.index import MANIFEST_FILE as INDEX_MANIFEST
 from r4t.index import check_manifest
 from r4t.io import atomic_path, read_json, sha256_file, write_json
@@ -104,7 +105,7 @@ def evaluate(cfg: DiffusionConfig, cat: PreparedCatalog, encoder: TextEncoder, m
     methods = [NoFanout(cat.index, cat.item_emb),
                LMFanout("R4T-FOLM", teacher, encoder, cat.index, cat.item_emb, cfg.policy.template, cfg.reward.k,
                         cfg.policy.max_new_tokens, cfg.eval.lm_temperature, cfg.seed, backend=cfg.policy.backend,
-                        device=cfg.policy.device),
+                        device=cfg.policy.device, context=prompt_context(cat, cfg.policy)),
                DiffusionFanout(model.to(cfg.sampler.device), cfg.sampler, cat.index, cat.item_emb, cfg.seed)]
     out = compare_methods(methods, cat, eval_queries(cat, cfg.eval, encoder), cfg.eval, cfg.reward,
                           cfg.eval.latency_batches, cfg.eval.latency_repeats, progress)

@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 from r4t.catalog import PreparedCatalog
-from r4t.config import RLConfig, to_dict
+from r4t.config import PolicyConfig, RLConfig, to_dict
 from r4t.embed import TextEncoder
 from r4t.errors import DataError
 from r4t.io import atomic_path, read_json, write_json
 from r4t.jobs.common import stage_catalogs, stage_main, synced_stage
 from r4t.policy.bootstrap import bootstrap_policy
+from r4t.policy.context import fanout_prompts, prompt_context
 from r4t.policy.model import INFO_FILE
 from r4t.rewards.scorer import RewardScorer
 from r4t.rl.evaluate import evaluate_policy
@@ -39,7 +40,8 @@ def warm_start(cfg: RLConfig, cat: PreparedCatalog, encoder: TextEncoder, root: 
         return Path(cfg.policy.init)
     folder = root / "policy" / "warm_start"
     provenance = {"dataset": cat.name, "catalog_hash": cat.dataset.catalog_hash, "template": cfg.policy.template,
-                  "k": cfg.reward.k, "bootstrap": to_dict(cfg.policy.bootstrap), "seed": cfg.seed}
+                  "context_items": cfg.policy.context_items, "k": cfg.reward.k,
+                  "bootstrap": to_dict(cfg.policy.bootstrap), "seed": cfg.seed}
     if (folder / INFO_FILE).is_file() and all(read_json(folder / INFO_FILE).get(k) == v
                                                 for k, v in provenance.items()):
         return folder
@@ -47,10 +49,12 @@ def warm_start(cfg: RLConfig, cat: PreparedCatalog, encoder: TextEncoder, root: 
                                cat.dataset.queries.column("split").to_pylist()) if s == "train"]
     train = list(dict.fromkeys(train))
     return bootstrap_policy(folder, cat.texts, train, encoder.encode(train), cat.index, cfg.policy.bootstrap,
-                            cfg.policy.template, cfg.reward.k, cfg.seed, provenance)
+                            cfg.policy.template, cfg.reward.k, cfg.seed, provenance,
+                            prompt_context(cat, cfg.policy))
 
 
-def prompt_pool(cat: PreparedCatalog, task: str) -> PromptPool:
+def prompt_pool(cat: PreparedCatalog, task: str, encoder: TextEncoder, policy: PolicyConfig, k: int
+                ) -> PromptPool:
     table = cat.queries(task, "train")
     if table.num_rows == 0:
         raise DataError(f"{cat.name}: no {task.upper()} training queries to train on; give the dataset a "
@@ -58,7 +62,9 @@ def prompt_pool(cat: PreparedCatalog, task: str) -> PromptPool:
                         "whose queries r4t then uses")
     refs = cat.dataset.reference_sets()
     queries = table.column("text").to_pylist()
-    return PromptPool(queries, [refs[s] for s in table.column("set_id").to_pylist()] if task == "wscr"
+    prompts, listed = fanout_prompts(queries, encoder.encode(queries), policy.template, k,
+                                     prompt_context(cat, policy))
+    return PromptPool(queries, prompts, listed, [refs[s] for s in table.column("set_id").to_pylist()] if task == "wscr"
                       else [None] * len(queries))
 
 
@@ -88,7 +94,8 @@ def run(cfg: RLConfig, progress: bool = True) -> dict:
         publish(init)  # the learner and rollout workers may load it on other nodes
         out = root / cfg.name
         write_json(out / "config.json", to_dict(cfg))
-        trainer = RLTrainer(cfg, spec, prompt_pool(cat, cfg.rl.task), init, out)
+        trainer = RLTrainer(cfg, spec, prompt_pool(cat, cfg.rl.task, encoder, cfg.policy, cfg.reward.k), init,
+                            out)
         final = trainer.train(progress)
         trainer.shutdown()
         seconds[spec.name] = time.perf_counter() - t0
@@ -96,8 +103,7 @@ def run(cfg: RLConfig, progress: bool = True) -> dict:
             continue
         scorer = RewardScorer(encoder, cat.index, cat.item_emb, cfg.reward)
         results[spec.name] = {
-            label: evaluate_policy(str(path), cat, scorer, cfg.eval, cfg.reward, cfg.policy.template,
-                                   cfg.policy.max_new_tokens, cfg.seed)
+            label: evaluate_policy(str(path), cat, scorer, cfg.eval, cfg.reward, cfg.policy, cfg.seed)
             for label, path in (("warm start", init), (f"RL ({cfg.name})", final))}
         write_json(out / "eval.json", {"policies": {"warm start": str(init), "rl": str(final)},
                                        "eval": to_dict(cfg.eval), "results": results[spec.name]})

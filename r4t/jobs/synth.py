@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 
 from r4t.catalog import PreparedCatalog
-from r4t.config import SynthConfig
+from r4t.config import PolicyConfig, SynthConfig
+from r4t.embed import TextEncoder
 from r4t.errors import ConfigError, DataError
 from r4t.io import read_json, sha256_file
 from r4t.jobs.common import stage_catalogs, stage_main, synced_stage
+from r4t.policy.context import fanout_prompts, prompt_context
 from r4t.policy.model import INFO_FILE
 from r4t.rewards.scorer import scorer_factory
 from r4t.rl.checkpoint import latest_checkpoint
@@ -47,10 +49,10 @@ def resolve_teacher(cfg: SynthConfig, root: Path) -> Path:
             raise DataError(f"synth.teacher={teacher!r}: the RL run {run} has not finished (no final checkpoint); "
                             "run or resume `python -m r4t.jobs.rl` first")
         rl_cfg = read_json(run / "config.json")["policy"]
-        for key in ("template", "max_new_tokens"):
-            if rl_cfg[key] != getattr(cfg.policy, key):
+        for key in ("template", "context_items", "max_new_tokens"):
+            if rl_cfg.get(key, getattr(PolicyConfig(), key)) != getattr(cfg.policy, key):
                 raise ConfigError(f"policy.{key}={getattr(cfg.policy, key)!r}: the teacher {run} was trained with "
-                                  f"{rl_cfg[key]!r}; use the same")
+                                  f"{rl_cfg.get(key)!r}; use the same")
         return last
     if (Path(teacher) / "config.json").is_file() or (Path(teacher) / LATENT_CONFIG).is_file():
         return Path(teacher)
@@ -73,19 +75,22 @@ def teacher_generation(cfg: SynthConfig, teacher: Path, cat: PreparedCatalog) ->
         policy_hash = sha256_file(teacher / LATENT_WEIGHTS)
         return LatentGeneration(str(teacher.resolve()), policy_hash, cfg.reward.k), policy_hash
     policy_hash = sha256_file(teacher / "model.safetensors")
-    return Generation(cfg.policy.backend, str(teacher.resolve()), policy_hash, cfg.policy.device, cfg.policy.template,
+    return Generation(cfg.policy.backend, str(teacher.resolve()), policy_hash, cfg.policy.device,
                       cfg.policy.max_new_tokens, cfg.reward.k), policy_hash
 
 
-def split_queries(cat: PreparedCatalog, cfg: SynthConfig) -> dict[str, tuple[list[str], list[str], list]]:
-    refs = cat.dataset.reference_sets()
+def split_queries(cat: PreparedCatalog, cfg: SynthConfig, encoder: TextEncoder
+                  ) -> dict[str, tuple[list[str], list[str], list[str], list[list[str]], list]]:
+    """split → (query ids, texts, the policy's prompts, the items each prompt lists, reference sets)."""
+    refs, context = cat.dataset.reference_sets(), prompt_context(cat, cfg.policy)
     out = {}
     for split in cfg.synth.splits:
         table = cat.queries(cfg.synth.task, split)
         if cfg.synth.max_queries:
             table = table.slice(0, cfg.synth.max_queries)
-        set_ids = table.column("set_id").to_pylist()
-        out[split] = (table.column("query_id").to_pylist(), table.column("text").to_pylist(),
+        set_ids, texts = table.column("set_id").to_pylist(), table.column("text").to_pylist()
+        prompts, listed = fanout_prompts(texts, encoder.encode(texts), cfg.policy.template, cfg.reward.k, context)
+        out[split] = (table.column("query_id").to_pylist(), texts, prompts, listed,
                       [refs[s] if cfg.synth.task == "wscr" else None for s in set_ids])
     return out
 
@@ -95,7 +100,8 @@ def identity(cfg: SynthConfig, cat: PreparedCatalog, teacher: Path, policy_hash:
     s = cfg.synth
     backend = "latent" if (teacher / LATENT_CONFIG).is_file() else cfg.policy.backend
     return {"teacher": str(teacher), "policy_hash": policy_hash, "backend": backend,
-            "template": cfg.policy.template, "max_new_tokens": cfg.policy.max_new_tokens, "k": cfg.reward.k,
+            "template": cfg.policy.template, "context_items": cfg.policy.context_items,
+            "max_new_tokens": cfg.policy.max_new_tokens, "k": cfg.reward.k,
             "task": s.task, "samples": s.samples, "keep_top": s.keep_top, "rows": s.rows,
             "queries_per_shard": s.queries_per_shard, "max_queries": s.max_queries,
             "prompts_per_call": s.prompts_per_call, "temperature": s.temperature, "top_p": s.top_p,
@@ -113,7 +119,7 @@ def run(cfg: SynthConfig, progress: bool = True) -> dict:
         ident = identity(cfg, cat, teacher, policy_hash)
         out = root / cfg.name
         check_identity(out, ident)
-        shards = plan_shards(split_queries(cat, cfg), cfg.synth, cfg.seed, out)
+        shards = plan_shards(split_queries(cat, cfg, encoder), cfg.synth, cfg.seed, out)
         todo = pending_shards(shards, ident)
         factory = scorer_factory(cfg.run_dir, spec, cfg.embed, cfg.index, cfg.reward, cfg.seed)
         start = time.perf_counter()

@@ -5,7 +5,12 @@
    that loads a real Qwen3-4B checkpoint from a folder;
 3. a supervised warm start on naive fan-outs: for each training query, the texts of its k nearest catalog
    items. That reproduces the paraphrastic collapse of zero-shot fan-out (near-duplicate sub-queries around
-   the query) and is the "zero-shot" baseline that RL must beat.
+   the query) and is the "zero-shot" baseline that RL must beat. With a retrieval-augmented prompt
+   (r4t.policy.context) the target instead names the first k listed items by number ("[1]" ... "[k]"), a few
+   swapped at random for items listed later: the list puts the nearest item of each category first, as a
+   curated set would (an outfit has one pair of shoes; a playlist rarely repeats an artist). Copying long
+   texts is beyond a model this small in a demo's budget; naming a listed item is not, and RL then chooses
+   among all the listed items.
 Everything is seeded: the same inputs and seed give the same weights.
 """
 
@@ -24,7 +29,8 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 from r4t.config import BootstrapConfig
 from r4t.index import ItemIndex
 from r4t.policy.model import pack, save_policy
-from r4t.policy.prompt import build_prompt, clean_line, format_fanout
+from r4t.policy.context import PromptContext, fanout_prompts
+from r4t.policy.prompt import clean_line, format_fanout
 
 PAD, EOS = "<|pad|>", "<|endoftext|>"
 
@@ -64,6 +70,20 @@ def naive_fanouts(query_emb: np.ndarray, index: ItemIndex, item_texts: Sequence[
     return out
 
 
+def context_fanouts(listed: list[list[str]], k: int, rng: np.random.Generator, swap: float = 0.2) -> list[list[str]]:
+    """Per query, references to the first k listed items ("[1]" ... "[k]"): the list is in order of preference
+    (the nearest item of each category first, r4t.policy.context), so the warm start returns a set that spans
+    categories. Each line is swapped with probability `swap` for a reference to a distinct item listed after
+    the k-th: the warm start then samples other choices too, which RL needs to explore, and a sampled fan-out
+    stays well-formed (a swap never names an item the other lines name). → [Q] lists of "[n]"."""
+    out = []
+    for lines in listed:
+        n = min(k, len(lines))
+        spare = list(rng.permutation(np.arange(n + 1, len(lines) + 1)))
+        out.append([f"[{spare.pop()}]" if spare and rng.random() < swap else f"[{i}]" for i in range(1, n + 1)])
+    return out
+
+
 def supervised_warm_start(model: Qwen3ForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str],
                           completions: list[str], cfg: BootstrapConfig, seed: int) -> list[float]:
     """Cross-entropy on completion tokens (EOS included); cosine learning-rate decay. Returns per-epoch loss."""
@@ -81,9 +101,12 @@ def supervised_warm_start(model: Qwen3ForCausalLM, tokenizer: PreTrainedTokenize
         for start in range(0, len(order), cfg.sft_batch_size):
             idx = order[start:start + cfg.sft_batch_size]
             batch = pack([p_ids[i] for i in idx], [c_ids[i] for i in idx], tokenizer.pad_token_id)
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
-            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch.input_ids[:, 1:], reduction="none")
-            loss = (nll * batch.completion_mask).sum() / batch.completion_mask.sum()
+            hidden = model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+            # The output layer only where a completion token is predicted: with items listed in the prompt, most
+            # positions are prompt, and the vocabulary projection is most of this small model's compute.
+            scored = batch.completion_mask.bool()
+            loss = torch.nn.functional.cross_entropy(model.lm_head(hidden[:, :-1][scored]),
+                                                     batch.input_ids[:, 1:][scored])
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -97,13 +120,16 @@ def supervised_warm_start(model: Qwen3ForCausalLM, tokenizer: PreTrainedTokenize
 
 def bootstrap_policy(out_dir: str | Path, item_texts: Sequence[str], queries: Sequence[str], query_emb: np.ndarray,
                      index: ItemIndex, cfg: BootstrapConfig, template: str, k: int, seed: int,
-                     provenance: dict) -> Path:
-    """Tokenizer + Qwen3-architecture LM + SFT on naive fan-outs, saved as a Hugging Face folder."""
+                     provenance: dict, context: PromptContext | None = None) -> Path:
+    """Tokenizer + Qwen3-architecture LM + SFT, saved as a Hugging Face folder. Without a context the targets are
+    naive fan-outs; with one, references to the first k listed items."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    prompts = [build_prompt(q, template, k) for q in queries]
-    completions = [format_fanout(f) for f in naive_fanouts(query_emb, index, item_texts, k)]
+    prompts, listed = fanout_prompts(queries, query_emb, template, k, context)
+    fanouts = (naive_fanouts(query_emb, index, item_texts, k) if context is None
+               else context_fanouts(listed, k, np.random.default_rng(seed)))
+    completions = [format_fanout(f) for f in fanouts]
     tokenizer = train_tokenizer(list(item_texts) + prompts + completions, cfg.vocab_size)
     model = Qwen3ForCausalLM(model_config(cfg, tokenizer))
     losses = supervised_warm_start(model, tokenizer, prompts, completions, cfg, seed)

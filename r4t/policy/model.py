@@ -86,10 +86,20 @@ def pack(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: i
 
 def token_logprobs(model: PreTrainedModel, batch: PackedBatch, temperature: float = 1.0,
                    with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log softmax(logits / T) of each next token: [B, T-1]; with_entropy also the distribution's entropy."""
+    """log softmax(logits / T) of each next token: [B, T-1]; with_entropy also the distribution's entropy.
+    Columns before the batch's first completion position are 0: only the tail from there gets the output
+    layer, which with a long prompt (items listed in it) is most of the work saved."""
     device = model.device
-    logits = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)).logits
+    B, T = batch.input_ids.shape
+    first = int(batch.completion_mask.any(dim=0).to(torch.int8).argmax())  # column j scores token j + 1
+    logits = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                   logits_to_keep=T - first).logits  # positions first .. T-1
     logp_all = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
-    logp = logp_all.gather(-1, batch.input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    tail = logp_all.gather(-1, batch.input_ids[:, first + 1:].to(device).unsqueeze(-1)).squeeze(-1)
+    logp = torch.zeros(B, T - 1, device=device, dtype=tail.dtype)
+    logp[:, first:] = tail
+    entropy = None
+    if with_entropy:
+        entropy = torch.zeros_like(logp)
+        entropy[:, first:] = -(logp_all.exp() * logp_all).sum(-1)
     return logp, entropy

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-DEFAULT_TEMPLATE = "query: {query}\nsub-queries:\n"
+PLAIN_TEMPLATE = "query: {query}\nsub-queries:\n"
 
 
 def clean_line(text: str) -> str:
@@ -15,9 +15,10 @@ def clean_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def build_prompt(query: str, template: str = DEFAULT_TEMPLATE, k: int = 10) -> str:
-    """template: a str.format pattern with {query} and optionally {k}."""
-    return template.format(query=clean_line(query), k=k)
+def build_prompt(query: str, template: str = PLAIN_TEMPLATE, k: int = 10, context: Sequence[str] = ()) -> str:
+    """template: a str.format pattern with {query} and optionally {k} and {context} (the `context` lines: the
+    numbered catalog items near the query, see r4t.policy.context)."""
+    return template.format(query=clean_line(query), k=k, context="\n".join(clean_line(c) for c in context))
 
 
 def format_fanout(subqueries: Sequence[str]) -> str:

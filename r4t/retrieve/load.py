@@ -13,6 +13,7 @@ from r4t.diffusion.checkpoint import load_model
 from r4t.embed import TextEncoder
 from r4t.errors import DataError
 from r4t.io import read_json
+from r4t.policy.context import prompt_context
 from r4t.policy.model import INFO_FILE
 from r4t.retrieve.methods import (MMR, CategoryDiverse, DiffusionFanout, FanoutMethod, LatentPolicyFanout, LMFanout,
                                   NoFanout)
@@ -38,7 +39,7 @@ def build_method(name: str, cfg: EvalConfig, cat: PreparedCatalog, encoder: Text
             raise DataError(f"{label}: no policy at {path}; run `python -m r4t.jobs.rl` first")
         return LMFanout(label, str(path), encoder, cat.index, cat.item_emb, p.template, cfg.reward.k,
                         p.max_new_tokens, cfg.eval.lm_temperature, cfg.seed, samples=samples, reward=cfg.reward,
-                        backend=p.backend, device=p.device)
+                        backend=p.backend, device=p.device, context=prompt_context(cat, p))
 
     if name == "no fan-out":
         return NoFanout(cat.index, cat.item_emb)

@@ -16,10 +16,10 @@ from r4t.diffusion.denoiser import EDMDenoiser
 from r4t.diffusion.samplers import generate_sets
 from r4t.embed import TextEncoder
 from r4t.errors import DataError
-from r4t.grounding import GroundedSets, ground_sets
+from r4t.grounding import GroundedSets, distinct_positions, ground_sets, item_groups, search_distinct
 from r4t.index import ItemIndex
 from r4t.policy.backend import SamplingSettings, make_backend
-from r4t.policy.prompt import build_prompt
+from r4t.policy.context import PromptContext, fanout_prompts, resolve
 from r4t.rewards.parse import usable_subqueries
 from r4t.rewards.set_metrics import set_quality
 from r4t.rewards.terms import groundedness
@@ -27,11 +27,12 @@ from r4t.rewards.terms import groundedness
 
 @dataclass
 class FanoutResult:
-    items: np.ndarray  # [B, K] catalog rows, distinct per set; most confident first (MMR, category-diverse: picked)
+    items: np.ndarray  # [B, K] catalog rows, distinct texts per set (r4t.grounding); most confident first
+    #                    (MMR, category-diverse: in the order picked)
     scores: np.ndarray  # [B, K] cosine of each item to the generated row (or the query) that claimed it
     ground: np.ndarray  # [B] groundedness of what the method generated
     generated: list[np.ndarray]  # per set [n, d]: the sub-query or denoiser-row embeddings (the query if none)
-    retrieved: list[np.ndarray]  # per set: the items it retrieves for WSCR (each generated row's top m)
+    retrieved: list[np.ndarray]  # per set: the items it retrieves for WSCR (each generated row's top m, by id)
     subqueries: list[list[str]] | None = None  # LM methods: the sub-queries used
 
     def take(self, rows: np.ndarray) -> "FanoutResult":
@@ -65,7 +66,8 @@ def _query_result(index: ItemIndex, item_emb: np.ndarray, query_emb: np.ndarray,
 
 
 class NoFanout:
-    """The K items nearest to the query; for WSCR its m*K nearest (the same retrieval budget as a fan-out)."""
+    """The K items nearest to the query, one per text (the query grounded as the only generated row); for WSCR
+    its m*K nearest by id (the same retrieval budget as a fan-out)."""
 
     name = "no fan-out"
 
@@ -73,27 +75,28 @@ class NoFanout:
         self.index, self.item_emb = index, item_emb
 
     def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
-        _, rows = self.index.search(query_emb, m * k)
-        return _query_result(self.index, self.item_emb, query_emb, rows[:, :k], rows)
+        g = ground_sets(self.index, query_emb[:, None], k, m * k)
+        return _query_result(self.index, self.item_emb, query_emb, g.items, g.neighbours[:, 0, :m * k])
 
 
 class CategoryDiverse:
-    """A diversity heuristic: greedy by similarity over the query's `candidates` nearest items, at most one item
-    per category (fashion: coarse group; music: primary artist); for WSCR, m*K items with at most m per category.
-    When the candidates run out of categories the set is filled with the next most similar items."""
+    """A diversity heuristic: greedy by similarity over the query's `candidates` nearest items (more when they hold
+    fewer than K distinct texts), at most one item per text and per category (fashion: coarse group; music:
+    primary artist); for WSCR, m*K items (distinct ids) with at most m per category. When the candidates run
+    out of categories the set is filled with the next most similar items."""
 
     name = "category-diverse"
 
     def __init__(self, index: ItemIndex, item_emb: np.ndarray, category_codes: np.ndarray, candidates: int = 256):
         self.index, self.item_emb, self.codes, self.candidates = index, item_emb, category_codes, candidates
 
-    def select(self, query_emb: np.ndarray, n: int, per_category: int) -> np.ndarray:
-        """[B, d] → rows [B, n]."""
+    def select(self, query_emb: np.ndarray, n: int, per_category: int, groups: np.ndarray) -> np.ndarray:
+        """[B, d] → rows [B, n], at most one per group (groups [N]: item_groups(index) for texts, or row ids)."""
         n = min(n, len(self.index.item_ids))
-        rows = self.index.search(query_emb, max(self.candidates, n))[1]
+        rows = search_distinct(self.index, query_emb, n, max(self.candidates, n), groups)[1]
         out = np.empty((len(rows), n), dtype=np.int64)
         for b, cand in enumerate(rows):
-            cand = cand[cand >= 0]
+            cand = cand[distinct_positions(cand, groups)]
             counts: dict[int, int] = {}
             picked = []
             for r in cand:
@@ -113,8 +116,9 @@ class CategoryDiverse:
         return out
 
     def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
-        return _query_result(self.index, self.item_emb, query_emb, self.select(query_emb, k, 1),
-                             self.select(query_emb, m * k, m))
+        items = self.select(query_emb, k, 1, item_groups(self.index))
+        retrieved = self.select(query_emb, m * k, m, np.arange(len(self.index.item_ids)))
+        return _query_result(self.index, self.item_emb, query_emb, items, retrieved)
 
 
 class LMFanout:
@@ -125,21 +129,26 @@ class LMFanout:
     def __init__(self, name: str, policy_path: str, encoder: TextEncoder, index: ItemIndex, item_emb: np.ndarray,
                  template: str, k: int, max_new_tokens: int, temperature: float = 1.0, seed: int = 0,
                  batch_size: int = 128, samples: int = 1, reward: RewardConfig | None = None,
-                 backend: str = "transformers", device: str = "cpu"):
+                 backend: str = "transformers", device: str = "cpu", context: PromptContext | None = None):
+        """context: the catalog items listed in the prompt (policy.context_items), as the policy was trained."""
         self.name, self.encoder, self.index, self.item_emb = name, encoder, index, item_emb
         self.backend = make_backend(backend, policy_path, device)
         self.template, self.k, self.batch_size, self.samples = template, k, batch_size, samples
+        self.context = context
         self.reward = reward or RewardConfig(k=k)
         self.sampling = SamplingSettings(n=samples, temperature=temperature, max_new_tokens=max_new_tokens,
                                          seed=seed, logprobs=False)
 
-    def generate(self, queries: list[str]) -> list[list[str]]:
+    def generate(self, queries: list[str], query_emb: np.ndarray) -> list[list[str]]:
         """→ [len(queries) * samples] sub-query lists, the samples of each query together."""
         out = []
         for start in range(0, len(queries), self.batch_size):
             part = queries[start:start + self.batch_size]
-            rollouts = self.backend.generate([build_prompt(q, self.template, self.k) for q in part], self.sampling)
-            out += [usable_subqueries(r.text, self.k) or [part[r.prompt_index]] for r in rollouts]
+            prompts, listed = fanout_prompts(part, query_emb[start:start + self.batch_size], self.template, self.k,
+                                             self.context)
+            rollouts = self.backend.generate(prompts, self.sampling)
+            out += [usable_subqueries(resolve(r.text, listed[r.prompt_index]), self.k) or [part[r.prompt_index]]
+                    for r in rollouts]
         return out
 
     def ground(self, subqueries: list[list[str]], k: int, m: int) -> FanoutResult:
@@ -161,7 +170,7 @@ class LMFanout:
         return out
 
     def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
-        every = self.ground(self.generate(queries), k, m)
+        every = self.ground(self.generate(queries, query_emb), k, m)
         N = self.samples
         if N == 1:
             return every
@@ -172,20 +181,24 @@ class LMFanout:
 
 class MMR:
     """Maximal marginal relevance (Carbonell and Goldstein, 1998), the classical diversifier: from the query's
-    `candidates` nearest items, greedily add argmax_i lam * cos(q, i) - (1 - lam) * max_{j in S} cos(i, j)."""
+    `candidates` nearest items (the nearest of each text; more candidates when they hold fewer than K texts),
+    greedily add argmax_i lam * cos(q, i) - (1 - lam) * max_{j in S} cos(i, j). For WSCR the same over distinct
+    ids, m*K items."""
 
     name = "MMR"
 
     def __init__(self, index: ItemIndex, item_emb: np.ndarray, lam: float = 0.5, candidates: int = 100):
         self.index, self.item_emb, self.lam, self.candidates = index, item_emb, lam, candidates
 
-    def select(self, query_emb: np.ndarray, n: int) -> np.ndarray:
-        """[B, d] → rows [B, n] (n clipped to the catalog size)."""
+    def select(self, query_emb: np.ndarray, n: int, groups: np.ndarray) -> np.ndarray:
+        """[B, d] → rows [B, n] (n clipped to the catalog size), at most one per group (groups [N]:
+        item_groups(index) for texts, or row ids)."""
         n = min(n, len(self.index.item_ids))
-        sims, rows = self.index.search(query_emb, max(self.candidates, n))
+        sims, rows = search_distinct(self.index, query_emb, n, max(self.candidates, n), groups)
         out = np.empty((len(rows), n), np.int64)
         for b in range(len(rows)):
-            cand, rel = rows[b][rows[b] >= 0], sims[b][rows[b] >= 0].astype(np.float64)
+            keep = distinct_positions(rows[b], groups)
+            cand, rel = rows[b][keep], sims[b][keep].astype(np.float64)
             if len(cand) < n:
                 raise DataError(f"MMR: {len(cand)} candidates for a set of {n}; raise the candidate count or the "
                                 "index search depth (nprobe / ef_search)")
@@ -200,8 +213,9 @@ class MMR:
         return out
 
     def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
-        rows = self.select(query_emb, m * k)  # WSCR: the same retrieval budget as a fan-out
-        return _query_result(self.index, self.item_emb, query_emb, rows[:, :k], rows)
+        items = self.select(query_emb, k, item_groups(self.index))
+        retrieved = self.select(query_emb, m * k, np.arange(len(self.index.item_ids)))  # the budget of a fan-out
+        return _query_result(self.index, self.item_emb, query_emb, items, retrieved)
 
 
 class DiffusionFanout:

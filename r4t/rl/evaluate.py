@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 
 from r4t.catalog import PreparedCatalog
-from r4t.config import PolicyEvalConfig, RewardConfig
+from r4t.config import PolicyConfig, PolicyEvalConfig, RewardConfig
 from r4t.eval.stats import mean_ci
 from r4t.policy.backend import SamplingSettings
 from r4t.policy.hf_backend import TransformersBackend
-from r4t.policy.prompt import build_prompt
+from r4t.policy.context import fanout_prompts, prompt_context, resolve
 from r4t.rewards.scorer import RewardScorer
 from r4t.rewards.set_metrics import category_share
 
@@ -27,16 +27,15 @@ def _queries(cat: PreparedCatalog, task: str, cfg: PolicyEvalConfig) -> tuple[li
     return table.column("text").to_pylist(), table.column("set_id").to_pylist()
 
 
-def sample_fanouts(policy_path: str, queries: list[str], cfg: PolicyEvalConfig, template: str, k: int,
-                   max_new_tokens: int, seed: int) -> list[list[str]]:
-    """[Q] lists of cfg.samples completion texts."""
+def sample_fanouts(policy_path: str, prompts: list[str], cfg: PolicyEvalConfig, max_new_tokens: int,
+                   seed: int) -> list[list[str]]:
+    """[Q] prompts → [Q] lists of cfg.samples completion texts."""
     backend = TransformersBackend(policy_path)
     settings = SamplingSettings(n=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_new_tokens=max_new_tokens, seed=seed)
-    out: list[list[str]] = [[] for _ in queries]
-    for start in range(0, len(queries), 16):
-        prompts = [build_prompt(q, template, k) for q in queries[start:start + 16]]
-        for r in backend.generate(prompts, settings):
+    out: list[list[str]] = [[] for _ in prompts]
+    for start in range(0, len(prompts), 16):
+        for r in backend.generate(prompts[start:start + 16], settings):
             out[start + r.prompt_index].append(r.text)
     return out
 
@@ -49,7 +48,7 @@ def _per_query(values: np.ndarray, n_queries: int, samples: int) -> np.ndarray:
 
 
 def evaluate_policy(policy_path: str, cat: PreparedCatalog, scorer: RewardScorer, cfg: PolicyEvalConfig,
-                    reward: RewardConfig, template: str, max_new_tokens: int, seed: int) -> dict:
+                    reward: RewardConfig, policy: PolicyConfig, seed: int) -> dict:
     """→ {"oar": {metric: {mean, lo, hi}}, "wscr": {...}, "examples": [{query, fanout}], "queries": {...}}."""
     result: dict = {"queries": {}}
     refs = cat.dataset.reference_sets()
@@ -58,7 +57,10 @@ def evaluate_policy(policy_path: str, cat: PreparedCatalog, scorer: RewardScorer
         result["queries"][task] = len(queries)
         if not queries:
             continue
-        fanouts = sample_fanouts(policy_path, queries, cfg, template, reward.k, max_new_tokens, seed)
+        prompts, listed = fanout_prompts(queries, scorer.encoder.encode(queries), policy.template, reward.k,
+                                         prompt_context(cat, policy))
+        fanouts = [[resolve(c, lines) for c in f] for f, lines in
+                   zip(sample_fanouts(policy_path, prompts, cfg, policy.max_new_tokens, seed), listed)]
         flat_q = [q for q, f in zip(queries, fanouts) for _ in f]
         flat_f = [c for f in fanouts for c in f]
         if task == "oar":

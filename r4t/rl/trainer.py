@@ -23,10 +23,10 @@ from r4t.errors import R4TError
 from r4t.metrics import MetricsLog
 from r4t.policy.backend import Rollout, SamplingSettings
 from r4t.policy.model import read_info
-from r4t.policy.prompt import build_prompt
 from r4t.rewards.scorer import scorer_factory
 from r4t.rl.actors import Learner, RewardWorker, RolloutWorker
 from r4t.rl.advantages import get_advantage
+from r4t.policy.context import resolve
 from r4t.rl.checkpoint import checkpoint_dir, latest_checkpoint
 from r4t.rl.losses import get_loss
 from r4t.rl.metrics import GAUGES, reward_stats
@@ -36,6 +36,8 @@ from r4t.storage import fetch, publish
 @dataclass
 class PromptPool:
     queries: list[str]
+    prompts: list[str]  # the policy's prompt per query (r4t.policy.context.fanout_prompts)
+    listed: list[list[str]]  # the catalog items each prompt lists (empty without a context)
     references: list[list[str] | None]  # a reference set per query for the WSCR task, else None
 
     def step_indices(self, step: int, count: int, seed: int) -> list[int]:
@@ -98,7 +100,7 @@ class RLTrainer:
             settings = SamplingSettings(n=s.group_size, temperature=s.temperature, top_p=s.top_p,
                                         max_new_tokens=cfg.policy.max_new_tokens,
                                         seed=int(np.random.default_rng([cfg.seed, step, c]).integers(2**31)))
-            prompts = [build_prompt(self.pool.queries[i], cfg.policy.template, cfg.reward.k) for i in chunk]
+            prompts = [self.pool.prompts[i] for i in chunk]
             pending[self.rollout[worker].generate.remote(prompts, settings)] = (c, f"rollout worker {worker}")
         generated, scoring, gen_seconds = {}, {}, 0.0
         deadline = time.monotonic() + timeout
@@ -114,7 +116,8 @@ class RLTrainer:
             queries = [self.pool.queries[chunks[c][r.prompt_index]] for r in rollouts]
             refs = [self.pool.references[chunks[c][r.prompt_index]] for r in rollouts]
             w = c % len(self.reward)
-            scoring[c] = (self.reward[w].score.remote(queries, [r.text for r in rollouts],
+            texts = [resolve(r.text, self.pool.listed[chunks[c][r.prompt_index]]) for r in rollouts]
+            scoring[c] = (self.reward[w].score.remote(queries, texts,
                                                       None if refs[0] is None else refs), f"reward worker {w}")
         rollouts, parts, score_seconds = [], [], 0.0
         for c in range(len(chunks)):
@@ -148,7 +151,9 @@ class RLTrainer:
             idx = self.pool.step_indices(step, s.prompts_per_step, self.cfg.seed)
             rollouts, scores, timing = self._rollouts_and_scores(step, idx)
             advantages = self.advantage(np.asarray(scores["reward"], float), s.group_size)
-            learner = _call(self.learner.update.remote(rollouts, advantages), "learner", step, s.timeout_s)
+            order_seed = int(np.random.default_rng([self.cfg.seed, step]).integers(2**31))  # minibatch order
+            learner = _call(self.learner.update.remote(rollouts, advantages, order_seed), "learner", step,
+                            s.timeout_s)
             weights = self.learner.state_dict.remote()
             _call([w.set_weights.remote(weights) for w in self.rollout], "rollout workers (set_weights)", step,
                   s.timeout_s)

@@ -31,15 +31,16 @@ GAUGES = DashboardGauges("r4t_synth", ("rows_per_s", "rows", "malformed_frac", "
                          "target synthesis")
 
 
-def plan_shards(queries: dict[str, tuple[list[str], list[str], list]], settings: SynthSettings, seed: int,
-                out: Path) -> list[Shard]:
-    """queries: split → (query ids, texts, reference sets). Shards of `queries_per_shard` in table order, with
-    absolute paths (an actor's working directory need not be the driver's)."""
+def plan_shards(queries: dict[str, tuple[list[str], list[str], list[str], list[list[str]], list]],
+                settings: SynthSettings, seed: int, out: Path) -> list[Shard]:
+    """queries: split → (query ids, texts, prompts, listed items, reference sets). Shards of `queries_per_shard`
+    in table order, with absolute paths (an actor's working directory need not be the driver's)."""
     shards, out = [], out.resolve()
-    for split_no, (split, (ids, texts, refs)) in enumerate(queries.items()):
+    for split_no, (split, (ids, texts, prompts, listed, refs)) in enumerate(queries.items()):
         for n, start in enumerate(range(0, len(ids), settings.queries_per_shard)):
             end = start + settings.queries_per_shard
-            shards.append(Shard(split, n, ids[start:end], texts[start:end], refs[start:end],
+            shards.append(Shard(split, n, ids[start:end], texts[start:end], prompts[start:end], listed[start:end],
+                                refs[start:end],
                                 int(np.random.default_rng([seed, split_no, n]).integers(2**20)),
                                 str(shard_path(out, split, n))))
     return shards

@@ -20,7 +20,7 @@ import torch
 from r4t.config import SynthSettings
 from r4t.grounding import ground_sets
 from r4t.policy.backend import SamplingSettings, make_backend
-from r4t.policy.prompt import build_prompt
+from r4t.policy.context import resolve
 from r4t.storage import fetch, publish
 from r4t.synth.targets import write_shard
 
@@ -31,6 +31,8 @@ class Shard:
     index: int
     query_ids: list[str]
     queries: list[str]
+    prompts: list[str]  # the policy's prompt per query (an LM teacher's; unused by a latent one)
+    listed: list[list[str]]  # the catalog items each prompt lists, which its completions may reference
     references: list[list[str] | None]  # reference item ids per query (WSCR), else None
     seed: int  # sampling seed: a pure function of (run seed, split, shard index), so a rerun repeats it
     path: str
@@ -42,7 +44,6 @@ class Generation:
     policy_path: str
     policy_hash: str
     device: str
-    template: str
     max_new_tokens: int
     k: int
 
@@ -75,12 +76,12 @@ class SynthWorker:
         """settings.samples completions per query, grouped by query."""
         s, out = self.settings, []
         for j, start in enumerate(range(0, len(shard.queries), s.prompts_per_call)):
-            prompts = [build_prompt(q, self.gen.template, self.gen.k)
-                       for q in shard.queries[start:start + s.prompts_per_call]]
+            prompts, listed = (shard.prompts[start:start + s.prompts_per_call],
+                               shard.listed[start:start + s.prompts_per_call])
             sampling = SamplingSettings(n=s.samples, temperature=s.temperature, top_p=s.top_p,
                                         max_new_tokens=self.gen.max_new_tokens, seed=shard.seed * 1000 + j,
                                         logprobs=False)
-            out += [r.text for r in self.backend.generate(prompts, sampling)]
+            out += [resolve(r.text, listed[r.prompt_index]) for r in self.backend.generate(prompts, sampling)]
         return out
 
     def _targets(self, scored: dict, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
