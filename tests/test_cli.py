@@ -185,8 +185,9 @@ def test_demo_runs_every_stage_and_a_rerun_resumes(ray_local, tmp_path: Path, ti
     stdout = capsys.readouterr().out
     final = stdout[stdout.index("Held-out results"):]
     names = [n if n != "best-of-N LM" else "best-of-2 LM" for n in PIPELINE_METHODS]
-    for name in names:  # every method in the results table and in the latency table
-        assert final.count(f"| tiny | {name} |") == 2
+    for name in names:  # every method in the judge's table, the reward's table and the latency table
+        assert final.count(f"| tiny | {name} |") == 3
+    assert final.index("The judge's view") < final.index("The reward's view") < final.index("Fan-out latency")
     report = tmp_path / "report"
     assert f"report: {report / 'report.md'}" in stdout
     metrics = read_json(report / "metrics.json")["results"]["tiny"]

@@ -12,6 +12,7 @@ from r4t.catalog import prepare_catalog
 from r4t.config import load_config, SynthConfig
 from r4t.errors import ConfigError, DataError
 from r4t.jobs import synth as job
+from r4t.policy.prompt import PLAIN_TEMPLATE
 from r4t.synth.synthesize import pending_shards, plan_shards, run_shards
 from r4t.synth.targets import query_embeddings, read_manifest, read_targets, target_arrays
 
@@ -19,7 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def synth_config(run_dir: Path, source: Path, teacher: Path, *extra: str) -> SynthConfig:
+    """jobs/synth.yaml on the tiny dataset, prompting as the tiny policy was trained: without listed items."""
     return load_config(SynthConfig, REPO / "jobs" / "synth.yaml", [
+        'policy.template="' + PLAIN_TEMPLATE.encode('unicode_escape').decode() + '"', "policy.context_items=0",
         f"run_dir={run_dir}", f"datasets=[{{name: tiny, format: r4t, path: '{source}'}}]", f"synth.teacher={teacher}",
         f"reward.k={TINY_K}", "policy.max_new_tokens=48", "synth.samples=4", "synth.rows=3", "synth.splits=[train]",
         "synth.queries_per_shard=3", "synth.prompts_per_call=2", *extra])
