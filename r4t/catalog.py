@@ -25,6 +25,11 @@ from r4t.io import read_json
 from r4t.storage import fetch, publish, run_root
 
 
+def category_codes(items: pa.Table) -> np.ndarray:
+    """[N] int codes of the items' `category` column (coarse group or primary artist)."""
+    return np.asarray(items.column("category").dictionary_encode().combine_chunks().indices)
+
+
 @dataclass
 class PreparedCatalog:
     name: str
@@ -34,8 +39,7 @@ class PreparedCatalog:
 
     @cached_property
     def category_codes(self) -> np.ndarray:
-        """[N] int codes of the items' `category` column (coarse group or primary artist)."""
-        return np.asarray(self.dataset.items.column("category").dictionary_encode().combine_chunks().indices)
+        return category_codes(self.dataset.items)
 
     @property
     def texts(self) -> list[str]:

@@ -450,13 +450,15 @@ class SynthConfig(RunConfig):
 class SamplerConfig:
     """How the diffusion retriever samples (r4t.diffusion.samplers)."""
 
-    # Defaults measured here (scripts/sampler_sweep.py, validation split, BENCHMARKS.md): 8 Euler steps gave the
-    # best composite of every setting tried, 256 Heun steps (PAPER.md) scored lower at 64x the cost, and classifier-
-    # free guidance (PAPER.md: 0.1) changed no metric beyond its interval while doubling the cost.
+    # Defaults measured here (scripts/sampler_sweep.py, validation split, BENCHMARKS.md): the judge's score is flat
+    # from 1 to 256 Euler steps (and Heun, SDE) and one Euler step returns 98% of the items of 256, so one network
+    # evaluation is the default; guidance (PAPER.md: 0.1) changed no metric beyond its interval and doubles the cost.
     method: str = "euler"
-    steps: int = 8
-    sigma_min: float = 1e-4  # PAPER.md: [1e-4, 80]
-    sigma_max: float = 80.0
+    steps: int = 1
+    # Inside what training covers (train.sigma_min/max). PAPER.md's [1e-4, 80] is EDM's range for data of scale
+    # 0.5; unit-norm rows of d=384 have sigma_data ~0.05, and sigma = 2 already buries a row (noise norm ~39).
+    sigma_min: float = 2e-3
+    sigma_max: float = 2.0
     rho: float = 7.0  # EDM's time-discretization exponent
     guidance: float = 0.0  # CFG strength w: D = D_cond + w (D_cond - D_null)
     churn: float = 0.0  # Heun only: EDM S_churn (0 = deterministic)
@@ -484,6 +486,18 @@ class ModelSettings:
     mlp: Optional[int] = None
     heads: Optional[int] = None
     layers: Optional[int] = None
+    # The condition: the query and its C nearest catalog items (r4t.policy.context, the items an LM teacher's
+    # prompt lists), at most `context_per_category` per category first; 0 items: the query alone.
+    context_items: int = 16
+    context_per_category: int = 1
+    # Rows carry a learned slot each and the targets are ordered (context items by their place in the list):
+    # a row no longer has to agree with nine others on which item it takes (r4t.diffusion.denoiser).
+    row_slots: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.context_items >= 0, "model.context_items", self.context_items, "must be >= 0")
+        _require(self.context_per_category >= 0, "model.context_per_category", self.context_per_category,
+                 "must be >= 0")
 
 
 @dataclass
@@ -498,6 +512,11 @@ class DiffusionTrainSettings:
     cond_drop: float = 0.1  # condition replaced by the learned null vector (classifier-free guidance)
     p_mean: float = -0.5  # ln(sigma / sigma_data) ~ N(p_mean, p_std^2) in training (EDM's -1.2 at sigma_data 0.5)
     p_std: float = 1.2
+    # A share of the noise levels log-uniform over [sigma_min, sigma_max], so that training covers the
+    # sampler's range (sampler.sigma_min/max must lie inside; checked when a model is loaded for sampling).
+    sigma_uniform: float = 0.5
+    sigma_min: float = 2e-3
+    sigma_max: float = 2.0
     shuffle_buffer: int = 2048  # rows in each worker's local shuffle buffer
     materialize: bool = True  # hold the targets in the object store (fast epochs); off when they do not fit
     log_every: int = 50
@@ -512,6 +531,9 @@ class DiffusionTrainSettings:
         _require(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "must be in [0, 1)")
         _require(0 <= self.cond_drop < 1, "train.cond_drop", self.cond_drop, "must be in [0, 1)")
         _require(self.p_std > 0, "train.p_std", self.p_std, "must be positive")
+        _require(0 <= self.sigma_uniform <= 1, "train.sigma_uniform", self.sigma_uniform, "must be in [0, 1]")
+        _require(0 < self.sigma_min < self.sigma_max, "train.sigma_min", self.sigma_min,
+                 f"need 0 < sigma_min < sigma_max={self.sigma_max}")
 
 
 @dataclass

@@ -137,10 +137,12 @@ def ground_sets(index: ItemIndex, rows: np.ndarray, k: int, m: int = 5) -> Groun
     """rows: [B, n, d] generated embeddings → K items with distinct texts per set, plus each row's nearest list
     (at least max(K, m) long; its first m by id are the row's WSCR retrievals).
 
-    Each list holds K distinct texts (`search_distinct`), fewer than K of which are taken: every row can claim."""
+    Each list holds K distinct texts (`search_distinct`), fewer than K of which are taken: every row can claim.
+    The search is by cosine: rows off the unit sphere (a denoiser's) are scaled onto it for the search only."""
     B, n, d = rows.shape
     groups = item_groups(index)
-    scores, found = search_distinct(index, rows.reshape(B * n, d), k, max(k, m), groups)
+    unit = rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
+    scores, found = search_distinct(index, unit.reshape(B * n, d).astype(np.float32), k, max(k, m), groups)
     scores, found = scores.reshape(B, n, -1), found.reshape(B, n, -1)
     out = [assign_distinct(scores[b], found[b], k, groups) for b in range(B)]
     return GroundedSets(np.stack([o[0] for o in out]), np.stack([o[1] for o in out]),

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser, denoising_loss, parameter_count
+from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser, canonical_order, denoising_loss, parameter_count
 from r4t.diffusion.edm import c_in, c_noise, c_out, c_skip, karras_sigmas, loss_weight, training_sigma
-from r4t.config import SamplerConfig
-from r4t.diffusion.samplers import guided, sample
+from r4t.config import DiffusionConfig, PipelineConfig, SamplerConfig, load_config
+from r4t.diffusion.samplers import check_sampler_range, generate_sets, guided, sample
 from r4t.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_schedule_endpoints_and_order():
@@ -103,7 +107,7 @@ def test_cfg_zero_is_conditional_and_batched_cfg_matches_two_passes():
     x, q, sigma = torch.randn(3, 6, 16), torch.randn(3, 16), torch.tensor(0.4)
     with torch.no_grad():
         cond = model(x, sigma.expand(3), model.context(q))
-        null = model(x, sigma.expand(3), model.context(q, torch.ones(3, dtype=torch.bool)))
+        null = model(x, sigma.expand(3), model.context(q, drop=torch.ones(3, dtype=torch.bool)))
         torch.testing.assert_close(guided(model, q, 0.0)(x, sigma), cond)
         torch.testing.assert_close(guided(model, q, 0.7)(x, sigma), cond + 0.7 * (cond - null), atol=1e-5, rtol=1e-5)
         assert not torch.allclose(cond, null)
@@ -156,3 +160,102 @@ def test_samplers_recover_a_gaussian(method, steps, churn):
     again = sample(_gaussian_denoiser(mean, cov), (4000, 2, d), settings, torch.Generator().manual_seed(1),
                    dtype=torch.float64).reshape(-1, d)
     torch.testing.assert_close(again, x)
+
+
+@pytest.mark.parametrize("job", ["demo", "pipeline", "diffusion"])
+def test_training_draws_the_noise_levels_the_sampler_visits(job):
+    """Each job file's sampler starts and ends at noise levels its training draws with non-negligible probability
+    (the network is never evaluated where it was not trained), and loading refuses a sampler outside them."""
+    cfg = load_config(DiffusionConfig if job == "diffusion" else PipelineConfig, REPO / "jobs" / f"{job}.yaml")
+    t, s, sigma_data = cfg.train, cfg.sampler, 0.051  # sigma_data of both built-in datasets' targets
+    sig = training_sigma(200_000, sigma_data, t.p_mean, t.p_std, torch.Generator().manual_seed(0),
+                         uniform=t.sigma_uniform, sigma_min=t.sigma_min, sigma_max=t.sigma_max)
+    assert (sig >= s.sigma_max / 1.5).float().mean().item() > 1e-2
+    assert (sig <= s.sigma_min * 1.5).float().mean().item() > 1e-2
+    manifest = {"sigma_data": sigma_data, "train": {k: getattr(t, k) for k in t.__dataclass_fields__}}
+    check_sampler_range(s, manifest)
+    with pytest.raises(ConfigError, match="sampler.sigma_max=80"):  # PAPER.md's range, far above these data
+        check_sampler_range(dataclasses.replace(s, sigma_max=80.0), manifest)
+    # The log-normal alone (the former training) never reaches sigma = 80: the check says so too.
+    lognormal = {**manifest, "train": {**manifest["train"], "sigma_uniform": 0.0}}
+    with pytest.raises(ConfigError, match="sampler.sigma_max=2"):
+        check_sampler_range(s, lognormal)
+
+
+def _context_model(seed=0, **cfg) -> EDMDenoiser:
+    torch.manual_seed(seed)
+    model = EDMDenoiser(DenoiserConfig(**{"dim": 16, "rows": 5, "hidden": 32, "mlp": 64, "heads": 4, "layers": 2,
+                                          "context_items": 4, **cfg}), 0.25)
+    torch.nn.init.normal_(model.net.out_proj.weight, std=0.2)
+    torch.nn.init.normal_(model.net.item_rank, std=0.2)
+    return model.eval()
+
+
+def test_context_items_condition_the_rows_and_padding_and_dropping_hide_them():
+    model = _context_model()
+    x, q, sigma = torch.randn(2, 5, 16), torch.randn(2, 16), torch.tensor([0.3, 1.5])
+    items, valid = torch.randn(2, 4, 16), torch.tensor([[True, True, True, False]] * 2)
+    other = items.clone()
+    other[:, 3] = torch.randn(2, 16) * 5  # only a padded item changes
+    with torch.no_grad():
+        out = model(x, sigma, model.context(q, items, valid))
+        torch.testing.assert_close(model(x, sigma, model.context(q, other, valid)), out)
+        other[:, 0] += 1.0  # a listed item changes: so do the rows
+        assert not torch.allclose(model(x, sigma, model.context(q, other, valid)), out)
+        drop = torch.ones(2, dtype=torch.bool)  # dropped: neither the query nor any item is seen
+        torch.testing.assert_close(model(x, sigma, model.context(q, items, valid, drop)),
+                                   model(x, sigma, model.context(-q, other, valid, drop)))
+    with pytest.raises(ValueError, match="4 context items"):
+        model.context(q)
+
+
+def test_copy_head_carries_items_past_the_hidden_width():
+    """At a high noise level D ≈ the copy P: with the copy head's attention set sharply onto item 0, every row is
+    that item's embedding in all d dimensions, whatever the network's hidden width."""
+    model = _context_model(hidden=8, heads=2)
+    net = model.net
+    with torch.no_grad():
+        for layer in (net.copy_key, net.copy_query, net.out_proj):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        net.item_rank.zero_()
+        net.item_rank[0, 0] = 1.0  # item 0's place in the list: coordinate 0
+        net.copy_key.weight[:, 0] = 1.0  # every key reads coordinate 0: ones for item 0, zeros for the others
+        net.copy_query.bias.fill_(1e3)
+        net.copy_null.fill_(-1e3)
+        items = torch.zeros(1, 4, 16)
+        items[0, :, 1:] = torch.randn(4, 15)
+        out = model(torch.randn(1, 5, 16) * 1e4, torch.tensor([1e4]), model.context(torch.randn(1, 16), items))
+    torch.testing.assert_close(out[0], items[0, 0].expand(5, 16), atol=1e-3, rtol=1e-3)
+
+
+def test_canonical_order_puts_context_items_first_by_their_rank():
+    d = 8
+    items = torch.nn.functional.normalize(torch.randn(1, 4, d), dim=-1)
+    q = torch.nn.functional.normalize(torch.randn(1, d), dim=-1)
+    near, far = torch.nn.functional.normalize(q + 0.1 * torch.randn(1, d), dim=-1), -q
+    x0 = torch.stack([far[0], items[0, 2], near[0], items[0, 0], torch.zeros(d)])[None]
+    valid = torch.tensor([[True, True, True, True, False]])
+    out, out_valid = canonical_order(x0, valid, q, items, torch.ones(1, 4, dtype=torch.bool))
+    expected = torch.stack([items[0, 0], items[0, 2], near[0], far[0], torch.zeros(d)])
+    torch.testing.assert_close(out[0], expected)
+    assert out_valid.tolist() == [[True, True, True, True, False]]
+
+
+def test_paper_preset_with_context_trains_and_samples():
+    """PAPER.md's 53.9M configuration, conditioned on context items with row slots: one optimizer step changes
+    the weights and lowers nothing to NaN, and a sampler draws finite rows from it."""
+    torch.manual_seed(0)
+    cfg = DenoiserConfig.from_preset("paper", dim=128, context_items=16, context_per_category=1, row_slots=True)
+    model = EDMDenoiser(cfg, sigma_data=0.088)
+    x0 = torch.nn.functional.normalize(torch.randn(2, cfg.rows, 128), dim=-1)
+    q, items = torch.randn(2, 128), torch.randn(2, 16, 128)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    before = model.net.out_proj.weight.detach().clone()
+    loss = denoising_loss(model, x0, q, torch.tensor([0.05, 1.0]), torch.randn_like(x0), torch.zeros(2, dtype=bool),
+                          items=items)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss) and not torch.equal(before, model.net.out_proj.weight)
+    rows = generate_sets(model.eval(), q, SamplerConfig(steps=2), items=items)
+    assert rows.shape == (2, 12, 128) and torch.isfinite(rows).all()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import TINY_K
 from r4t.config import RewardConfig, SamplerConfig
 from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
+from r4t.eval.methods import teacher_overlap
 from r4t.policy.prompt import PLAIN_TEMPLATE
 from r4t.grounding import item_groups, text_key
-from r4t.retrieve.methods import MMR, CategoryDiverse, DiffusionFanout, LatentPolicyFanout, LMFanout, NoFanout
+from r4t.retrieve.methods import (MMR, CategoryDiverse, DiffusionFanout, LatentPolicyFanout, LMFanout, NoFanout,
+                                  wscr_retrievals)
 from r4t.rewards.parse import usable_subqueries
 
 QUERIES = ["beach vacation outfit", "winter office look", "night out accessories"]
@@ -28,7 +31,8 @@ def _check(result, n_queries: int, k: int, item_emb: np.ndarray, ordered: bool =
     assert len(result.retrieved) == len(result.generated) == n_queries and np.all(result.ground <= 1.0 + 1e-6)
     assert not ordered or np.all(np.diff(result.scores, axis=1) <= 1e-6)  # most confident first
     for b in range(n_queries):  # each score is the cosine of the item to one of the generated rows
-        cos = result.generated[b] @ item_emb[result.items[b]].T  # [n, K]
+        unit = result.generated[b] / np.linalg.norm(result.generated[b], axis=-1, keepdims=True)
+        cos = unit @ item_emb[result.items[b]].T  # [n, K]
         assert np.all(np.isclose(cos, result.scores[b][None, :], atol=1e-4).any(axis=0))
 
 
@@ -65,11 +69,22 @@ def test_diffusion_fanout_is_deterministic_per_seed(tiny_catalog, encoder):
     a = DiffusionFanout(model, sampler, tiny_catalog.index, tiny_catalog.emb, seed=3).retrieve(QUERIES, q, 4, 2)
     b = DiffusionFanout(model, sampler, tiny_catalog.index, tiny_catalog.emb, seed=3).retrieve(QUERIES, q, 4, 2)
     _check(a, 3, 4, tiny_catalog.emb)
-    assert all(len(r) == 4 * 2 for r in a.retrieved)  # each of the L=4 rows retrieves its m=2 nearest
+    for r, g in zip(a.retrieved, a.generated):  # the union of the L=4 rows' m=2 nearest, within the K·m budget
+        nearest = tiny_catalog.index.search((g / np.linalg.norm(g, axis=-1, keepdims=True)).astype(np.float32), 2)[1]
+        assert len(r) == len(set(r.tolist())) <= 4 * 2 and set(r.tolist()) == set(nearest.ravel().tolist())
     np.testing.assert_array_equal(a.items, b.items)
-    rows = DiffusionFanout(model, sampler, tiny_catalog.index, tiny_catalog.emb).generate(q)
+    rows = DiffusionFanout(model, sampler, tiny_catalog.index, tiny_catalog.emb, seed=3).generate(q)
     assert rows.shape == (3, 4, q.shape[1])
-    np.testing.assert_allclose(np.linalg.norm(rows, axis=-1), 1.0, atol=1e-5)
+    # Rows are returned as sampled, not renormalised: groundedness is measured on what the denoiser generated.
+    np.testing.assert_array_equal(np.stack(a.generated), rows)
+    assert not np.allclose(np.linalg.norm(rows, axis=-1), 1.0, atol=1e-3)
+
+
+def test_wscr_retrievals_hold_every_method_to_k_times_m():
+    neighbours = np.array([[5, 1, 9], [5, 2, 8], [3, 4, 7], [6, 0, 1]])  # 4 rows, their nearest first
+    # Rank by rank across rows, distinct, cut at the budget: with more rows than K, no method retrieves more.
+    np.testing.assert_array_equal(wscr_retrievals(neighbours, 2, 4), [5, 3, 6, 1])
+    np.testing.assert_array_equal(wscr_retrievals(neighbours, 2, 100), [5, 3, 6, 1, 2, 4, 0])
 
 
 def test_evaluate_method_scores_every_task(tiny_catalog, encoder):
@@ -172,3 +187,12 @@ def test_no_method_returns_the_same_text_twice(dup_catalog, encoder, tiny_policy
     res = NoFanout(cat.index, cat.emb).retrieve(DUP_QUERIES, q, k, m)
     for b in range(len(q)):
         np.testing.assert_array_equal(res.retrieved[b], cat.index.search(q, m * k)[1][b])
+
+
+def test_teacher_overlap_is_the_jaccard_of_the_item_sets():
+    per_method = {"R4T-FOLM": {"oar": {}, "items": {"oar": np.array([[1, 2, 3], [4, 5, 6]])}},
+                  "R4T-Diffusion": {"oar": {}, "items": {"oar": np.array([[3, 2, 1], [4, 7, 8]])}}}
+    teacher_overlap(per_method)
+    assert per_method["R4T-Diffusion"]["oar"]["teacher_jaccard"]["mean"] == pytest.approx((1 + 1 / 5) / 2)
+    assert "teacher_jaccard" not in per_method["R4T-FOLM"]["oar"]
+    assert all("items" not in res for res in per_method.values())  # arrays never reach metrics.json

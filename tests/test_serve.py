@@ -24,7 +24,8 @@ def tiny_artifacts(run_dir: Path, source: Path, encoder, **manifest_changes) -> 
     cat = prepare_catalog(DatasetSpec("tiny", "r4t", str(source)), run_dir, encoder, IndexConfig(), progress=False)
     index = cat.index.manifest
     torch.manual_seed(0)
-    model = EDMDenoiser(DenoiserConfig(dim=cat.index.dim, rows=4, hidden=32, mlp=64, heads=2, layers=1), 0.05)
+    model = EDMDenoiser(DenoiserConfig(dim=cat.index.dim, rows=4, hidden=32, mlp=64, heads=2, layers=1, context_items=4,
+                                       context_per_category=1, row_slots=True), 0.05)  # as the job files train it
     manifest = {"encoder": index["encoder"], "encoder_hash": index["weights_hash"],
                 "catalog_hash": index["catalog_hash"],
                 "index_manifest_sha256": sha256_file(run_dir / "tiny" / "index" / MANIFEST_FILE),

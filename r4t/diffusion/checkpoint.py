@@ -41,13 +41,20 @@ def save_training_state(folder: Path, model: torch.nn.Module, ema: torch.nn.Modu
 
 
 def load_training_state(folder: Path, model: torch.nn.Module, ema: torch.nn.Module,
-                        optimizer: torch.optim.Optimizer) -> dict:
+                        optimizer: torch.optim.Optimizer, expect: dict | None = None) -> dict:
+    """Restore a training checkpoint; every `expect` field (model config, sigma_data) must match its state."""
     if not (folder / STATE_FILE).is_file():
         raise DataError(f"{folder}: no {STATE_FILE}; not a complete diffusion training checkpoint")
+    state = read_json(folder / STATE_FILE)
+    for key, value in (expect or {}).items():
+        if state.get(key) != value:
+            raise DataError(f"{folder / STATE_FILE}: the checkpoint to resume from has {key}={state.get(key)!r}, "
+                            f"this run {value!r}; train under another `name=`, or remove that run's train/ folder "
+                            "to start over")
     model.load_state_dict(load_file(str(folder / WEIGHTS)))
     ema.load_state_dict(load_file(str(folder / EMA_WEIGHTS)))
     load_optimizer(optimizer, folder)
-    return read_json(folder / STATE_FILE)
+    return state
 
 
 def export_model(folder: Path, model: EDMDenoiser, manifest: dict) -> Path:

@@ -1,11 +1,21 @@
 """The set denoiser: a transformer over the L rows of a target set, conditioned on the query embedding.
 
 - No positional encoding and only row-wise maps plus self-attention, so D(P Z) = P D(Z) for any permutation P:
-  the set is unordered.
+  the set is unordered. Sampling then has to break the symmetry itself: ten rows drawn alike must agree, through
+  self-attention alone, on ten different items, and a small network trained briefly lets several rows land on
+  the same item (measured: 7.5 distinct items of 10). With `row_slots` each row carries a learned slot vector
+  and the targets are put in one order (`canonical_order`: context items by their place in the list first), so
+  slot j learns which item to take; the set is then generated in a fixed order, as a set with named places.
 - The noise level enters as sinusoidal features of c_noise through an MLP, added to every row token.
-- The query embedding enters by cross-attention to a context of two tokens: the condition (the query
-  embedding, or a learned null vector for classifier-free guidance) and a learned constant token, so the
-  softmax can weigh query information against a default instead of being identically 1.
+- The query enters by cross-attention to a context of tokens: the query embedding, the embeddings of the C
+  catalog items nearest the query (`context_items`; the items the teacher's prompt listed, each with a learned
+  rank vector for its place in the list), and a learned constant token, so the softmax can weigh the
+  condition against a default. Classifier-free guidance replaces the query by a learned null vector and
+  hides the items.
+- With context items, a copy head lets each row point at one of them: D = c_skip x + c_out F + (1 - c_skip) P,
+  where P is the row's attention-weighted average of the raw item embeddings (or zero, through a learned null
+  key). A hidden width below d cannot express a 384-d item embedding; the copy head carries it past that
+  bottleneck, and at high noise (c_skip → 0) the estimate starts from the items instead of from nothing.
 - The context keys/values depend only on the condition, so a sampler computes them once per request, not per
   step (`context`).
 """
@@ -38,8 +48,14 @@ class DenoiserConfig:
     heads: int = 4
     layers: int = 3
     noise_features: int = 256
+    context_items: int = 0  # C: nearest catalog items given with the query (0: the query alone)
+    context_per_category: int = 0  # how those items are chosen (r4t.policy.context.PromptContext)
+    row_slots: bool = False  # rows carry a learned slot each and targets are put in `canonical_order`
 
     def __post_init__(self) -> None:
+        for name in ("context_items", "context_per_category"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model.{name}={getattr(self, name)!r}: must be >= 0")
         for name in ("dim", "rows", "hidden", "mlp", "heads", "layers", "noise_features"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name}={getattr(self, name)!r}: must be positive")
@@ -77,6 +93,18 @@ class Attention(nn.Module):
         return self.o(out.transpose(1, 2).flatten(-2))
 
 
+@dataclass
+class Context:
+    """The condition of a batch, prepared once per request: per block the cross-attention keys/values, which
+    tokens are visible ([B, 1, 1, T] or None: all), and for the copy head the items, their keys and mask."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    mask: torch.Tensor | None = None
+    items: torch.Tensor | None = None  # [B, C, d] raw item embeddings
+    copy_keys: torch.Tensor | None = None  # [B, C + 1, hidden], the last one the null key (value 0)
+    copy_mask: torch.Tensor | None = None  # [B, C + 1] bool
+
+
 class Block(nn.Module):
     def __init__(self, cfg: DenoiserConfig):
         super().__init__()
@@ -87,15 +115,15 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(h, cfg.mlp), nn.GELU(), nn.Linear(cfg.mlp, h))
 
     def forward(self, x: torch.Tensor, context_kv: tuple[torch.Tensor, torch.Tensor],
-                mask: torch.Tensor | None) -> torch.Tensor:
+                mask: torch.Tensor | None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         y = self.norm_self(x)
         x = x + self.self_attn(y, self.self_attn.keys_values(y), mask)
-        x = x + self.cross_attn(self.norm_cross(x), context_kv)
+        x = x + self.cross_attn(self.norm_cross(x), context_kv, context_mask)
         return x + self.mlp(self.norm_mlp(x))
 
 
 class SetDenoiser(nn.Module):
-    """F of EDM: (c_in-scaled noisy rows [B, L, d], c_noise [B], context) → [B, L, d]."""
+    """F of EDM: (c_in-scaled noisy rows [B, L, d], c_noise [B], context) → ([B, L, d], the copy P or None)."""
 
     def __init__(self, cfg: DenoiserConfig):
         super().__init__()
@@ -109,39 +137,69 @@ class SetDenoiser(nn.Module):
                                        nn.Linear(cfg.hidden, cfg.hidden))
         self.null_condition = nn.Parameter(torch.randn(cfg.dim) / math.sqrt(cfg.dim))
         self.context_token = nn.Parameter(torch.randn(cfg.dim) / math.sqrt(cfg.dim))
+        if cfg.context_items:
+            self.item_rank = nn.Parameter(torch.zeros(cfg.context_items, cfg.dim))
+            self.copy_query = nn.Linear(cfg.hidden, cfg.hidden)
+            self.copy_key = nn.Linear(cfg.dim, cfg.hidden)
+            self.copy_null = nn.Parameter(torch.zeros(cfg.hidden))
+        if cfg.row_slots:
+            self.row_slot = nn.Parameter(torch.randn(cfg.rows, cfg.hidden) * 0.02)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.norm_out = nn.LayerNorm(cfg.hidden)
         self.out_proj = nn.Linear(cfg.hidden, cfg.dim)
         nn.init.zeros_(self.out_proj.weight)  # F starts at 0, so D starts as c_skip x: a stable first step
         nn.init.zeros_(self.out_proj.bias)
 
-    def condition(self, query_emb: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, d] query embeddings, with the learned null vector where `drop` [B] is True."""
-        if drop is None:
-            return query_emb
-        return torch.where(drop[:, None], self.null_condition.to(query_emb.dtype), query_emb)
-
-    def context(self, cond: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per block, the cross-attention keys and values of the context [cond, learned token]."""
-        tokens = torch.stack([cond, self.context_token.to(cond.dtype).expand_as(cond)], dim=1)
-        return [block.cross_attn.keys_values(tokens) for block in self.blocks]
+    def context(self, query_emb: torch.Tensor, items: torch.Tensor | None = None,
+                items_valid: torch.Tensor | None = None, drop: torch.Tensor | None = None) -> Context:
+        """query_emb [B, d]; items [B, C, d] with items_valid [B, C] (False: padding) when cfg.context_items;
+        drop [B]: the query replaced by the learned null vector and the items hidden (classifier-free guidance)."""
+        C = self.cfg.context_items
+        cond = query_emb if drop is None else torch.where(drop[:, None], self.null_condition.to(query_emb.dtype),
+                                                          query_emb)
+        const = self.context_token.to(cond.dtype).expand_as(cond)
+        if not C:
+            tokens = torch.stack([cond, const], dim=1)
+            return Context([block.cross_attn.keys_values(tokens) for block in self.blocks])
+        if items is None or items.shape[1:] != (C, self.cfg.dim):
+            raise ValueError(f"this denoiser is conditioned on {C} context items: pass items [B, {C}, "
+                             f"{self.cfg.dim}], got {None if items is None else tuple(items.shape)}")
+        B = len(cond)
+        seen = torch.ones(B, C, dtype=torch.bool, device=cond.device) if items_valid is None else items_valid
+        if drop is not None:
+            seen = seen & ~drop[:, None]
+        ranked = items + self.item_rank.to(items.dtype)  # an item's place in the list is information (nearest first)
+        tokens = torch.cat([cond[:, None], ranked, const[:, None]], dim=1)
+        always = torch.ones(B, 1, dtype=torch.bool, device=cond.device)
+        mask = torch.cat([always, seen, always], dim=1)
+        copy_keys = torch.cat([self.copy_key(ranked), self.copy_null.to(items.dtype).expand(B, 1, -1)], dim=1)
+        return Context([block.cross_attn.keys_values(tokens) for block in self.blocks], mask[:, None, None, :],
+                       items, copy_keys, torch.cat([seen, always], dim=1))
 
     def noise_embedding(self, noise: torch.Tensor) -> torch.Tensor:
         angles = noise[:, None].float() * self.freqs[None, :]
         return self.noise_mlp(torch.cat([angles.cos(), angles.sin()], dim=-1))
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor, context: list[tuple[torch.Tensor, torch.Tensor]],
-                valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, noise: torch.Tensor, context: Context,
+                valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """valid: [B, L] bool, False for padding rows (a target with fewer than L rows): no row attends to them."""
         h = self.in_proj(x) + self.noise_embedding(noise)[:, None, :].to(x.dtype)
+        if self.cfg.row_slots:
+            h = h + self.row_slot[:x.shape[1]].to(x.dtype)
         mask = None if valid is None else valid[:, None, None, :]
-        for block, kv in zip(self.blocks, context):
-            h = block(h, kv, mask)
-        return self.out_proj(self.norm_out(h))
+        for block, kv in zip(self.blocks, context.kv):
+            h = block(h, kv, mask, context.mask)
+        h = self.norm_out(h)
+        if context.items is None:
+            return self.out_proj(h), None
+        logits = self.copy_query(h) @ context.copy_keys.transpose(1, 2) / math.sqrt(self.cfg.hidden)  # [B, L, C+1]
+        weights = logits.masked_fill(~context.copy_mask[:, None, :], float("-inf")).softmax(dim=-1)
+        return self.out_proj(h), weights[..., :-1] @ context.items  # the null key's value is 0
 
 
 class EDMDenoiser(nn.Module):
-    """D(x; sigma, condition) = c_skip x + c_out F(c_in x; c_noise, condition), with sigma_data stored."""
+    """D(x; sigma, condition) = c_skip x + c_out F(c_in x; c_noise, condition) [+ (1 - c_skip) P, the copy head],
+    with sigma_data stored."""
 
     def __init__(self, cfg: DenoiserConfig, sigma_data: float):
         super().__init__()
@@ -152,21 +210,44 @@ class EDMDenoiser(nn.Module):
     def cfg(self) -> DenoiserConfig:
         return self.net.cfg
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor,
-                context: list[tuple[torch.Tensor, torch.Tensor]] | None = None, valid: torch.Tensor | None = None,
-                query_emb: torch.Tensor | None = None, drop: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, context: Context | None = None,
+                valid: torch.Tensor | None = None, query_emb: torch.Tensor | None = None,
+                drop: torch.Tensor | None = None, items: torch.Tensor | None = None,
+                items_valid: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, L, d] noisy rows; sigma: [B]; the condition as a precomputed `context` (samplers: once per
-        request) or as `query_emb` [B, d] with `drop` [B] (training: inside forward, as DDP expects). → the x0
-        estimate [B, L, d]."""
+        request) or as `query_emb` [B, d] (and `items`, `items_valid`) with `drop` [B] (training: inside
+        forward, as DDP expects). → the x0 estimate [B, L, d]."""
         if context is None:
-            context = self.context(query_emb, drop)
+            context = self.context(query_emb, items, items_valid, drop)
         sd = float(self.sigma_data)
         s = sigma.to(x.dtype)[:, None, None]
-        out = self.net(c_in(s, sd) * x, c_noise(sigma), context, valid)
-        return c_skip(s, sd) * x + c_out(s, sd) * out
+        out, copied = self.net(c_in(s, sd) * x, c_noise(sigma), context, valid)
+        skip = c_skip(s, sd)
+        denoised = skip * x + c_out(s, sd) * out
+        return denoised if copied is None else denoised + (1 - skip) * copied
 
-    def context(self, query_emb: torch.Tensor, drop: torch.Tensor | None = None):
-        return self.net.context(self.net.condition(query_emb, drop))
+    def context(self, query_emb: torch.Tensor, items: torch.Tensor | None = None,
+                items_valid: torch.Tensor | None = None, drop: torch.Tensor | None = None) -> Context:
+        return self.net.context(query_emb, items, items_valid, drop)
+
+
+def canonical_order(x0: torch.Tensor, valid: torch.Tensor, query_emb: torch.Tensor,
+                    items: torch.Tensor | None = None, items_valid: torch.Tensor | None = None,
+                    same: float = 0.999) -> tuple[torch.Tensor, torch.Tensor]:
+    """A target set's rows in one order, for a denoiser with row slots: rows that are a context item
+    (cosine >= `same`) by the item's place in the list, then the others by cosine to the query, padding last.
+    x0 [B, L, d], valid [B, L] → (x0, valid) reordered."""
+    to_query = torch.einsum("bld,bd->bl", x0, query_emb)
+    key = 2.0 - to_query  # after every context rank below, nearest to the query first
+    if items is not None:
+        sim = torch.einsum("bld,bcd->blc", x0, items)
+        if items_valid is not None:
+            sim = sim.masked_fill(~items_valid[:, None, :], -2.0)
+        best, rank = sim.max(dim=-1)
+        key = torch.where(best >= same, rank.to(key.dtype) - items.shape[1] - 4.0, key)
+    key = key.masked_fill(~valid, float("inf"))
+    order = key.argsort(dim=1)
+    return x0.gather(1, order[..., None].expand_as(x0)), valid.gather(1, order)
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -174,13 +255,16 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def denoising_loss(model: nn.Module, x0: torch.Tensor, query_emb: torch.Tensor, sigma: torch.Tensor,
-                   noise: torch.Tensor, drop: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+                   noise: torch.Tensor, drop: torch.Tensor, valid: torch.Tensor | None = None,
+                   items: torch.Tensor | None = None, items_valid: torch.Tensor | None = None) -> torch.Tensor:
     """EDM loss: mean over sets of lambda(sigma) * mean over valid rows of ||D(x0 + sigma n; sigma) - x0||^2 / d.
 
     model: an EDMDenoiser, possibly DDP-wrapped (so the call goes through its forward); drop [B]: condition
-    dropped to the null vector (classifier-free guidance training)."""
+    dropped to the null vector (classifier-free guidance training); items [B, C, d], items_valid [B, C]: the
+    context items of a model with cfg.context_items."""
     inner = model.module if hasattr(model, "module") else model
-    denoised = model(x0 + sigma[:, None, None] * noise, sigma, valid=valid, query_emb=query_emb, drop=drop)
+    denoised = model(x0 + sigma[:, None, None] * noise, sigma, valid=valid, query_emb=query_emb, drop=drop,
+                     items=items, items_valid=items_valid)
     err = (denoised - x0).square().mean(dim=-1)  # [B, L]
     if valid is not None:
         err = (err * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)

@@ -14,27 +14,47 @@ import torch
 
 from r4t.config import SamplerConfig
 from r4t.diffusion.denoiser import EDMDenoiser
-from r4t.diffusion.edm import karras_sigmas
+from r4t.diffusion.edm import covered_sigmas, karras_sigmas
+from r4t.errors import ConfigError
 
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [B, L, d], sigma scalar) → x0 estimate
 
 
-def guided(model: EDMDenoiser, query_emb: torch.Tensor, guidance: float) -> DenoiseFn:
-    """The CFG denoiser D_cond + w (D_cond - D_null) for a batch of queries [B, d]. The conditional and null
-    passes run as one forward pass of batch 2B; the context keys/values are computed once, not per step.
-    With w = 0 only the conditional pass runs."""
+def guided(model: EDMDenoiser, query_emb: torch.Tensor, guidance: float, items: torch.Tensor | None = None,
+           items_valid: torch.Tensor | None = None) -> DenoiseFn:
+    """The CFG denoiser D_cond + w (D_cond - D_null) for a batch of queries [B, d] (and their context items
+    [B, C, d] for a model with context items). The conditional and null passes run as one forward pass of batch
+    2B; the context keys/values are computed once, not per step. With w = 0 only the conditional pass runs."""
     B = len(query_emb)
     if guidance == 0:
-        context = model.context(query_emb)
+        context = model.context(query_emb, items, items_valid)
         return lambda x, sigma: model(x, sigma.expand(B), context)
     drop = torch.arange(2 * B, device=query_emb.device) >= B
-    context = model.context(torch.cat([query_emb, query_emb]), drop)
+
+    def twice(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else torch.cat([t, t])
+
+    context = model.context(twice(query_emb), twice(items), twice(items_valid), drop)
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         cond, null = model(torch.cat([x, x]), sigma.expand(2 * B), context).chunk(2)
         return cond + guidance * (cond - null)
 
     return denoise
+
+
+def check_sampler_range(settings: SamplerConfig, manifest: dict, where: str = "the model's training") -> None:
+    """The sampler must stay at noise levels its model was trained at: a network evaluated at a sigma training
+    never drew answers with whatever it extrapolates. manifest: the exported model's (sigma_data, train)."""
+    train = manifest.get("train")
+    if not train:
+        return  # a model exported without its training settings (tests build some by hand)
+    lo, hi = covered_sigmas(manifest["sigma_data"], train["p_mean"], train["p_std"], train.get("sigma_uniform", 0.0),
+                            train.get("sigma_min", 1.0), train.get("sigma_max", 1.0))
+    for name, value in (("sigma_max", settings.sigma_max), ("sigma_min", settings.sigma_min)):
+        if not lo * 0.999 <= value <= hi * 1.001:
+            raise ConfigError(f"sampler.{name}={value:g}: outside the noise levels {where} draws, [{lo:.3g}, "
+                              f"{hi:.3g}]; sample inside them, or train with train.sigma_min/sigma_max covering it")
 
 
 @torch.no_grad()
@@ -83,11 +103,16 @@ def _ancestral_step(denoise: DenoiseFn, x: torch.Tensor, sigma: float, nxt: floa
 
 @torch.inference_mode()
 def generate_sets(model: EDMDenoiser, query_emb: torch.Tensor, settings: SamplerConfig, rows: int | None = None,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """[B, d] query embeddings → [B, L, d] generated rows, each scaled to unit norm (the target space is unit-norm
-    embeddings; the sampler's last step leaves rows near, not on, the sphere)."""
+                  generator: torch.Generator | None = None, items: torch.Tensor | None = None,
+                  items_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, d] query embeddings (and [B, C, d] context items for a model with context items) → [B, L, d]
+    generated rows as sampled: near, not on, the unit sphere of the targets. Grounding searches by cosine, and
+    the groundedness of what was generated is measured on these raw rows."""
     p = next(model.parameters())
     q = query_emb.to(device=p.device, dtype=p.dtype)
+    if items is not None:
+        items = items.to(device=p.device, dtype=p.dtype)
+        items_valid = None if items_valid is None else items_valid.to(p.device)
     shape = (len(q), rows or model.cfg.rows, model.cfg.dim)
-    x = sample(guided(model, q, settings.guidance), shape, settings, generator, p.device, p.dtype)
-    return torch.nn.functional.normalize(x, dim=-1)
+    return sample(guided(model, q, settings.guidance, items, items_valid), shape, settings, generator, p.device,
+                  p.dtype)

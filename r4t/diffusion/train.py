@@ -20,10 +20,11 @@ import torch
 
 from r4t.config import DiffusionTrainSettings
 from r4t.diffusion.checkpoint import load_training_state, save_training_state
-from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser, denoising_loss
+from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser, canonical_order, denoising_loss
 from r4t.diffusion.edm import training_sigma
 from r4t.errors import DataError
 from r4t.metrics import DashboardGauges, MetricsLog
+from r4t.policy.context import context_embeddings
 from r4t.storage import fetch, publish, remove, storage_uri
 
 COLUMNS = ["target", "query_emb", "n_valid"]
@@ -47,25 +48,39 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
 
 @torch.no_grad()
 def fixed_loss(model: EDMDenoiser, x0: torch.Tensor, query_emb: torch.Tensor, valid: torch.Tensor,
-               seed: int = 0) -> float:
+               seed: int = 0, items: torch.Tensor | None = None, items_valid: torch.Tensor | None = None) -> float:
     """The loss on fixed sets at fixed noise draws and noise levels log-spaced over [sigma_data/20, 20 sigma_data]:
     comparable across checkpoints and runs, unlike the noisy training loss."""
     g = torch.Generator().manual_seed(seed)
     n, sd = len(x0), float(model.sigma_data)
     sigma = sd * torch.logspace(math.log10(1 / 20), math.log10(20), 8)[torch.arange(n) % 8]
     noise = torch.randn(x0.shape, generator=g)
-    return denoising_loss(model, x0, query_emb, sigma, noise, torch.zeros(n, dtype=torch.bool), valid).item()
+    return denoising_loss(model, x0, query_emb, sigma, noise, torch.zeros(n, dtype=torch.bool), valid, items,
+                          items_valid).item()
 
 
-def _batch_tensors(batch: dict, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def context_items(rows: np.ndarray | None, item_emb: np.ndarray | None, device="cpu") -> tuple:
+    """Padded context rows [B, C] → (items [B, C, d], valid [B, C]) tensors on `device`, or (None, None)."""
+    if rows is None:
+        return None, None
+    items, valid = context_embeddings(np.asarray(rows), item_emb)
+    return torch.from_numpy(items).to(device), torch.from_numpy(valid).to(device)
+
+
+def _batch_tensors(batch: dict, device, item_emb: torch.Tensor | None) -> tuple:
     x0 = batch["target"].to(device, torch.float32)
     valid = torch.arange(x0.shape[1], device=device)[None, :] < batch["n_valid"].to(device)[:, None]
-    return x0, batch["query_emb"].to(device, torch.float32), valid
+    rows = batch.get("context_rows")
+    items, items_valid = context_items(None if rows is None else rows.numpy(), item_emb, device)
+    return x0, batch["query_emb"].to(device, torch.float32), valid, items, items_valid
 
 
 def train_loop(config: dict) -> None:
     """Per worker. config: model (DenoiserConfig dict), train (DiffusionTrainSettings dict), sigma_data, seed,
-    threads, metrics_path, tags, eval_sets (x0, query_emb, n_valid arrays for `fixed_loss`)."""
+    threads, metrics_path, tags, eval_sets (x0, query_emb, n_valid and context-row arrays for `fixed_loss`), and
+    for a denoiser with context items: context_rows (query id → its padded context rows), item_emb (an object
+    ref to the catalog's embeddings [N, d])."""
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -81,31 +96,39 @@ def train_loop(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            step = load_training_state(Path(folder), model, ema, optimizer)["step"]
+            step = load_training_state(Path(folder), model, ema, optimizer,
+                                       {"model": config["model"], "sigma_data": config["sigma_data"]})["step"]
     device = ray.train.torch.get_device()
     ddp = ray.train.torch.prepare_model(model)
     ema.to(device)
-    eval_sets = [torch.as_tensor(a) for a in config["eval_sets"]]
+    item_emb = None if config.get("item_emb") is None else ray.get(config["item_emb"])  # [N, d], shared memory
+    eval_sets = [torch.as_tensor(a) for a in config["eval_sets"][:3]]
     eval_x0, eval_q = eval_sets[0], eval_sets[1]
     eval_valid = torch.arange(eval_x0.shape[1])[None, :] < eval_sets[2][:, None]
+    eval_items = context_items(config["eval_sets"][3], item_emb)
+    if model.cfg.row_slots:
+        eval_x0, eval_valid = canonical_order(eval_x0, eval_valid, eval_q, *eval_items)
     log = MetricsLog(fetch(config["metrics_path"]), step, GAUGES) if rank == 0 else None
     # Noise draws differ per rank and per resumed segment, and repeat exactly for the same (seed, rank, start).
     g = torch.Generator().manual_seed(int(np.random.default_rng([config["seed"], rank, step]).integers(2**62)))
-    shard, collate = ray.train.get_dataset_shard("train"), make_collate()
+    shard, collate = ray.train.get_dataset_shard("train"), make_collate(config.get("context_rows"))
     per_worker = max(1, s.batch_size // world)
     losses, start, sets = [], time.perf_counter(), 0
     while step < s.steps:
         epoch_start = step
         for batch in shard.iter_torch_batches(batch_size=per_worker, drop_last=True, collate_fn=collate,
                                               local_shuffle_buffer_size=s.shuffle_buffer):
-            x0, q, valid = _batch_tensors(batch, device)
+            x0, q, valid, items, items_valid = _batch_tensors(batch, device, item_emb)
+            if model.cfg.row_slots:
+                x0, valid = canonical_order(x0, valid, q, items, items_valid)
             B = len(x0)
-            sigma = training_sigma(B, float(model.sigma_data), s.p_mean, s.p_std, g).to(device)
+            sigma = training_sigma(B, float(model.sigma_data), s.p_mean, s.p_std, g, uniform=s.sigma_uniform,
+                                   sigma_min=s.sigma_min, sigma_max=s.sigma_max).to(device)
             noise = torch.randn(x0.shape, generator=g).to(device)
             drop = (torch.rand(B, generator=g) < s.cond_drop).to(device)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, s)
-            loss = denoising_loss(ddp, x0, q, sigma, noise, drop, valid)
+            loss = denoising_loss(ddp, x0, q, sigma, noise, drop, valid, items, items_valid)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
@@ -119,8 +142,8 @@ def train_loop(config: dict) -> None:
                           "sets_per_s": sets / (time.perf_counter() - start)}
                 losses, start, sets = [], time.perf_counter(), 0
                 if step % s.checkpoint_every == 0 or step == s.steps:
-                    _report_checkpoint(rank, step, record, model, ema, optimizer, config, eval_x0, eval_q, eval_valid,
-                                       log)
+                    _report_checkpoint(rank, step, record, model, ema, optimizer, config,
+                                       (eval_x0, eval_q, eval_valid, *eval_items), log)
                 else:
                     if log:
                         log.write(record, config["tags"])
@@ -132,7 +155,7 @@ def train_loop(config: dict) -> None:
                             f"(train.batch_size={s.batch_size} over {world} workers)")
 
 
-def _report_checkpoint(rank, step, record, model, ema, optimizer, config, eval_x0, eval_q, eval_valid, log) -> None:
+def _report_checkpoint(rank, step, record, model, ema, optimizer, config, eval_sets, log) -> None:
     """Every rank reports (a report is a barrier); rank 0 attaches the checkpoint and the fixed-set EMA loss."""
     import ray.train
 
@@ -140,7 +163,8 @@ def _report_checkpoint(rank, step, record, model, ema, optimizer, config, eval_x
         ray.train.report(record)
         return
     ema_cpu = copy.deepcopy(ema).cpu()
-    record["eval_loss"] = fixed_loss(ema_cpu, eval_x0, eval_q, eval_valid)
+    x0, q, valid, items, items_valid = eval_sets
+    record["eval_loss"] = fixed_loss(ema_cpu, x0, q, valid, 0, items, items_valid)
     log.write(record, config["tags"])
     publish(log.path)  # rank 0 may run on another node than the driver
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,26 +185,33 @@ def _fixed_size_lists_to_numpy(column) -> np.ndarray:
     return values.to_numpy(zero_copy_only=False).reshape(len(column), *shape)
 
 
-def make_collate():
-    """Ray Data's default conversion gives object arrays for fixed-size-list columns; build dense tensors."""
+def make_collate(context_rows: dict[str, list[int]] | None = None):
+    """Ray Data's default conversion gives object arrays for fixed-size-list columns; build dense tensors. With
+    `context_rows`, each set's query id becomes its padded context rows (`context_rows` [B, C])."""
     from ray.data.collate_fn import ArrowBatchCollateFn
 
     class TargetCollate(ArrowBatchCollateFn):
         def __call__(self, table) -> dict[str, torch.Tensor]:
-            return {name: torch.tensor(_fixed_size_lists_to_numpy(table.column(name))) for name in table.column_names}
+            out = {name: torch.tensor(_fixed_size_lists_to_numpy(table.column(name)))
+                   for name in table.column_names if name != "query_id"}
+            if context_rows is not None:
+                out["context_rows"] = torch.tensor([context_rows[q] for q in table.column("query_id").to_pylist()])
+            return out
 
     return TargetCollate()
 
 
 def fit_denoiser(target_files: list[str], model_cfg: DenoiserConfig, settings: DiffusionTrainSettings,
                  sigma_data: float, workers, storage: Path, seed: int, eval_sets: tuple, metrics_path: Path,
-                 tags: dict, resume: bool = True):
+                 tags: dict, resume: bool = True, context_rows: dict[str, list[int]] | None = None,
+                 item_emb: np.ndarray | None = None):
     """Run (or resume) Ray Train over the target shards. → the latest ray.train.Checkpoint.
 
     Checkpoints go to <storage>/train/ (Ray Train's layout), straight to the remote side for a URI run_dir; a
     rerun with the same storage resumes from the latest one. Multi-node training needs `storage` on a filesystem
     every node sees (ensure_ray checks a local run_dir). Paths handed to the workers are absolute: Ray Train runs
-    them in a working directory of its own."""
+    them in a working directory of its own. A denoiser with context items needs `context_rows` (query id → its
+    padded context rows, every training query) and the catalog's `item_emb`."""
     import ray
     import ray.data
     import ray.train
@@ -198,7 +229,14 @@ def fit_denoiser(target_files: list[str], model_cfg: DenoiserConfig, settings: D
     config = {"model": model_cfg.to_dict(), "train": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
               "sigma_data": sigma_data, "seed": seed, "threads": workers.torch_threads,
               "metrics_path": str(metrics_path.resolve()), "tags": tags, "eval_sets": eval_sets}
-    data = ray.data.read_parquet([storage_uri(f) for f in target_files]).select_columns(COLUMNS)
+    columns = COLUMNS
+    if model_cfg.context_items:
+        if context_rows is None or item_emb is None:
+            raise ConfigError(f"model.context_items={model_cfg.context_items}: training needs each query's "
+                              "context rows and the catalog's embeddings")
+        config.update(context_rows=context_rows, item_emb=ray.put(np.asarray(item_emb, np.float32)))
+        columns = [*COLUMNS, "query_id"]
+    data = ray.data.read_parquet([storage_uri(f) for f in target_files]).select_columns(columns)
     if settings.materialize:  # read once into the object store: epochs then cost no re-reading
         data = data.materialize()
     trainer = TorchTrainer(

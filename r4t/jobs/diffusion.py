@@ -21,12 +21,13 @@ from r4t.catalog import PreparedCatalog
 from r4t.config import DiffusionConfig, to_dict
 from r4t.diffusion.checkpoint import CONFIG_FILE, EMA_WEIGHTS, MANIFEST_FILE, export_model, load_model
 from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
+from r4t.diffusion.samplers import check_sampler_range
 from r4t.diffusion.train import fit_denoiser
 from r4t.embed import TextEncoder
 from r4t.errors import ConfigError, DataError
 from r4t.eval.methods import compare_methods, eval_queries
 from r4t.eval.report import comparison_tables
-from r4t.policy.context import prompt_context
+from r4t.policy.context import PromptContext, catalog_context, prompt_context
 from r4t.index import MANIFEST_FILE as INDEX_MANIFEST
 from r4t.index import check_manifest
 from r4t.io import atomic_path, read_json, sha256_file, write_json
@@ -44,15 +45,27 @@ def model_config(cfg: DiffusionConfig, dim: int, rows: int) -> DenoiserConfig:
     if m.rows is not None and m.rows != rows:
         raise ConfigError(f"model.rows={m.rows}: the targets have L={rows} rows per set")
     return DenoiserConfig.from_preset(m.preset, dim, rows=rows, hidden=m.hidden, mlp=m.mlp, heads=m.heads,
-                                      layers=m.layers)
+                                      layers=m.layers, context_items=m.context_items,
+                                      context_per_category=m.context_per_category, row_slots=m.row_slots)
 
 
-def eval_sets(folder: Path, manifest: dict, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fixed sets for the comparable loss: the validation split when synthesized, else the training split."""
+def eval_sets(folder: Path, manifest: dict, n: int, context: PromptContext | None) -> tuple:
+    """Fixed sets for the comparable loss: the validation split when synthesized, else the training split.
+    → (targets, query embeddings, n_valid, padded context rows or None)."""
     split = "val" if "val" in manifest["splits"] else "train"
     table = read_targets(folder, split, ["target", "query_emb", "n_valid"]).slice(0, n)
     x, _ = target_arrays(table)
-    return x, query_embeddings(table), table.column("n_valid").to_numpy().astype(np.int64)
+    q = query_embeddings(table)
+    return (x, q, table.column("n_valid").to_numpy().astype(np.int64),
+            None if context is None else context.padded_rows(q))
+
+
+def training_context_rows(folder: Path, context: PromptContext) -> dict[str, list[int]]:
+    """Each training query's padded context rows, by query id (the trainer looks them up per set)."""
+    table = read_targets(folder, "train", ["query_id", "query_emb"])
+    ids, first = np.unique(np.asarray(table.column("query_id").to_pylist(), dtype=object), return_index=True)
+    rows = context.padded_rows(query_embeddings(table.take(first)))
+    return {str(q): r.tolist() for q, r in zip(ids, rows)}
 
 
 def finished_model(folder: Path, export: dict, model_cfg: DenoiserConfig) -> bool:
@@ -73,6 +86,9 @@ def train(cfg: DiffusionConfig, cat: PreparedCatalog, root: Path) -> tuple[EDMDe
                            "encoder": index["encoder"], "encoder_hash": index["weights_hash"]},
                    str(folder / "manifest.json"))
     model_cfg = model_config(cfg, ident["dim"], ident["rows"])
+    # Before a long training: the sampler this job evaluates with stays where the training draws noise levels.
+    check_sampler_range(cfg.sampler, {"sigma_data": manifest["sigma_data"], "train": to_dict(cfg.train)},
+                        "this job's training (train.*)")
     out = root / cfg.name
     export = {"encoder": ident["encoder"], "encoder_hash": ident["encoder_hash"], "catalog_hash": ident["catalog_hash"],
               "target_space": {"oar": "retrieved item embeddings", "wscr": "sub-query embeddings"}[ident["task"]],
@@ -87,9 +103,11 @@ def train(cfg: DiffusionConfig, cat: PreparedCatalog, root: Path) -> tuple[EDMDe
     if cfg.resume and finished_model(out / "model", export, model_cfg):
         return load_model(out / "model")[0], manifest
     files = [str((folder / "targets" / "train" / name).resolve()) for name in manifest["splits"]["train"]["shards"]]
+    context = catalog_context(cat, model_cfg.context_items, model_cfg.context_per_category)
     checkpoint = fit_denoiser(files, model_cfg, cfg.train, manifest["sigma_data"], cfg.workers, out, cfg.seed,
-                              eval_sets(folder, manifest, cfg.train.eval_sets), out / "metrics.jsonl",
-                              {"dataset": cat.name, "run": cfg.name}, cfg.resume)
+                              eval_sets(folder, manifest, cfg.train.eval_sets, context), out / "metrics.jsonl",
+                              {"dataset": cat.name, "run": cfg.name}, cfg.resume,
+                              None if context is None else training_context_rows(folder, context), cat.item_emb)
     model = EDMDenoiser(model_cfg, manifest["sigma_data"])
     with checkpoint.as_directory() as folder:  # downloaded first when the run directory is a URI
         model.load_state_dict(load_file(str(Path(folder) / EMA_WEIGHTS)))
@@ -106,7 +124,8 @@ def evaluate(cfg: DiffusionConfig, cat: PreparedCatalog, encoder: TextEncoder, m
                LMFanout("R4T-FOLM", teacher, encoder, cat.index, cat.item_emb, cfg.policy.template, cfg.reward.k,
                         cfg.policy.max_new_tokens, cfg.eval.lm_temperature, cfg.seed, backend=cfg.policy.backend,
                         device=cfg.policy.device, context=prompt_context(cat, cfg.policy)),
-               DiffusionFanout(model.to(cfg.sampler.device), cfg.sampler, cat.index, cat.item_emb, cfg.seed)]
+               DiffusionFanout(model.to(cfg.sampler.device), cfg.sampler, cat.index, cat.item_emb, cfg.seed,
+                               catalog_context(cat, model.cfg.context_items, model.cfg.context_per_category))]
     out = compare_methods(methods, cat, eval_queries(cat, cfg.eval, encoder), cfg.eval, cfg.reward,
                           cfg.eval.latency_batches, cfg.eval.latency_repeats, progress)
     return {**out, "sampler": to_dict(cfg.sampler), "threads": torch.get_num_threads()}

@@ -19,7 +19,7 @@ import numpy as np
 
 from r4t.catalog import PreparedCatalog
 from r4t.config import PolicyConfig
-from r4t.grounding import text_key
+from r4t.grounding import text_groups
 from r4t.index import ItemIndex
 from r4t.policy.prompt import build_prompt, clean_line
 
@@ -36,6 +36,7 @@ class PromptContext:
                  per_category: int = 0):
         self.index, self.texts, self.size = index, texts, size
         self.codes, self.per_category = category_codes, per_category
+        self.groups = index.dup_group if index.dup_group is not None else text_groups(texts)  # one per text_key
 
     def rows(self, query_emb: np.ndarray) -> list[list[int]]:
         """query_emb: [B, d] → B lists of at most `size` catalog rows, in prompt order."""
@@ -44,31 +45,47 @@ class PromptContext:
 
     def _pick(self, found: np.ndarray) -> list[int]:
         """One query's nearest rows → its listed rows: capped per category first, then filled by nearness."""
-        distinct: dict[str, int] = {}
-        for r in found:
-            distinct.setdefault(text_key(self.texts[r]), int(r))
-        candidates = list(distinct.values())
+        _, first = np.unique(self.groups[found], return_index=True)
+        candidates = found[np.sort(first)]  # the nearest item of each distinct text, nearest first
         if not self.per_category or self.codes is None:
-            return candidates[:self.size]
-        count: dict[int, int] = {}
-        capped = []
-        for r in candidates:
-            if count.get(self.codes[r], 0) < self.per_category:
-                count[self.codes[r]] = count.get(self.codes[r], 0) + 1
-                capped.append(r)
-        chosen = set(capped[:self.size])
-        return capped[:self.size] + [r for r in candidates if r not in chosen][:max(0, self.size - len(chosen))]
+            return candidates[:self.size].tolist()
+        codes = self.codes[candidates]
+        order = np.argsort(codes, kind="stable")  # by category, nearness kept within one
+        sorted_codes = codes[order]
+        starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+        place = np.empty(len(codes), np.int64)  # each candidate's place among the nearer ones of its category
+        place[order] = np.arange(len(codes)) - np.repeat(starts, np.diff(np.r_[starts, len(codes)]))
+        capped = candidates[place < self.per_category][:self.size]
+        rest = candidates[~np.isin(candidates, capped)][:self.size - len(capped)]
+        return np.concatenate([capped, rest]).tolist()
+
+    def padded_rows(self, query_emb: np.ndarray) -> np.ndarray:
+        """query_emb: [B, d] → [B, size] int64 catalog rows in prompt order, -1 past the rows found (a catalog
+        with fewer distinct texts than `size`)."""
+        out = np.full((len(query_emb), self.size), -1, np.int64)
+        for b, rows in enumerate(self.rows(query_emb)):
+            out[b, :len(rows)] = rows
+        return out
 
     def lines(self, query_emb: np.ndarray) -> list[list[str]]:
         """query_emb: [B, d] → B lists of the listed item texts, in prompt order ([1] first)."""
         return [[clean_line(self.texts[r]) for r in rows] for rows in self.rows(query_emb)]
 
 
+def catalog_context(cat: PreparedCatalog, items: int, per_category: int) -> PromptContext | None:
+    """The `items` catalog items near each query, at most `per_category` per category first (None for 0 items)."""
+    return PromptContext(cat.index, cat.texts, items, cat.category_codes, per_category) if items else None
+
+
 def prompt_context(cat: PreparedCatalog, policy: PolicyConfig) -> PromptContext | None:
     """The context a policy configured with `policy.context_items` is prompted with (None for 0)."""
-    if not policy.context_items:
-        return None
-    return PromptContext(cat.index, cat.texts, policy.context_items, cat.category_codes, policy.context_per_category)
+    return catalog_context(cat, policy.context_items, policy.context_per_category)
+
+
+def context_embeddings(rows: np.ndarray, item_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Padded context rows [B, C] (-1: none) → (their embeddings [B, C, d], zero where padded; valid [B, C])."""
+    valid = rows >= 0
+    return item_emb[np.where(valid, rows, 0)] * valid[..., None], valid
 
 
 def numbered(listed: Sequence[str]) -> list[str]:

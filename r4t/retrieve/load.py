@@ -10,10 +10,11 @@ from pathlib import Path
 from r4t.catalog import PreparedCatalog
 from r4t.config import DIFFUSION_AT, METHODS, EvalConfig
 from r4t.diffusion.checkpoint import load_model
+from r4t.diffusion.samplers import check_sampler_range
 from r4t.embed import TextEncoder
 from r4t.errors import DataError
 from r4t.io import read_json
-from r4t.policy.context import prompt_context
+from r4t.policy.context import catalog_context, prompt_context
 from r4t.policy.model import INFO_FILE
 from r4t.retrieve.methods import (MMR, CategoryDiverse, DiffusionFanout, FanoutMethod, LatentPolicyFanout, LMFanout,
                                   NoFanout)
@@ -59,8 +60,10 @@ def build_method(name: str, cfg: EvalConfig, cat: PreparedCatalog, encoder: Text
         folder = fetch(root / run / "model")
         if not folder.is_dir():
             raise DataError(f"{name}: no model at {folder}; run `python -m r4t.jobs.diffusion name={run}` first")
-        model, _ = load_model(folder, expect=expect, device=cfg.sampler.device)
-        method = DiffusionFanout(model, cfg.sampler, cat.index, cat.item_emb, cfg.seed)
+        model, manifest = load_model(folder, expect=expect, device=cfg.sampler.device)
+        check_sampler_range(cfg.sampler, manifest, f"the training of {folder}")
+        method = DiffusionFanout(model, cfg.sampler, cat.index, cat.item_emb, cfg.seed,
+                                 catalog_context(cat, model.cfg.context_items, model.cfg.context_per_category))
         method.name = name
         return method
     if name == "RLlib policy":

@@ -19,7 +19,7 @@ from r4t.errors import DataError
 from r4t.grounding import GroundedSets, distinct_positions, ground_sets, item_groups, search_distinct
 from r4t.index import ItemIndex
 from r4t.policy.backend import SamplingSettings, make_backend
-from r4t.policy.context import PromptContext, fanout_prompts, resolve
+from r4t.policy.context import PromptContext, context_embeddings, fanout_prompts, resolve
 from r4t.rewards.parse import usable_subqueries
 from r4t.rewards.set_metrics import set_quality
 from r4t.rewards.terms import groundedness
@@ -49,11 +49,20 @@ class FanoutMethod(Protocol):
         """K items per query; `m`: items each generated row retrieves for WSCR coverage."""
 
 
+def wscr_retrievals(neighbours: np.ndarray, m: int, budget: int) -> np.ndarray:
+    """One set's rows' nearest lists [n, >= m] → the distinct items of their top m, rank by rank across rows (every
+    row's nearest first), at most `budget`: K·m for every method, however many rows it generated."""
+    ranked = neighbours[:, :m].T.ravel()
+    _, first = np.unique(ranked, return_index=True)
+    return ranked[np.sort(first)][:budget]
+
+
 def grounded_result(index: ItemIndex, item_emb: np.ndarray, rows: np.ndarray, k: int, m: int) -> FanoutResult:
-    """Generated rows [B, n, d] → K distinct items per set (the shared grounding rule), scored."""
+    """Generated rows [B, n, d] → K distinct items per set (the shared grounding rule), scored; groundedness on
+    the rows as generated."""
     g: GroundedSets = ground_sets(index, rows, k, m)
     ground = groundedness(rows, item_emb[g.neighbours[:, :, 0]])
-    return FanoutResult(g.items, g.scores, ground, list(rows), [nb[:, :m].ravel() for nb in g.neighbours])
+    return FanoutResult(g.items, g.scores, ground, list(rows), [wscr_retrievals(nb, m, k * m) for nb in g.neighbours])
 
 
 def _query_result(index: ItemIndex, item_emb: np.ndarray, query_emb: np.ndarray, items: np.ndarray,
@@ -219,17 +228,30 @@ class MMR:
 
 
 class DiffusionFanout:
-    """R4T-Diffusion: the denoiser samples L rows for the query in one sampling pass; the rows are grounded."""
+    """R4T-Diffusion: the denoiser samples L rows for the query (and its context items, for a denoiser
+    conditioned on them) in one sampling pass; the rows are grounded."""
 
     name = "R4T-Diffusion"
 
     def __init__(self, model: EDMDenoiser, sampler: SamplerConfig, index: ItemIndex, item_emb: np.ndarray,
-                 seed: int = 0):
+                 seed: int = 0, context: PromptContext | None = None):
+        """context: the catalog items the denoiser was conditioned on in training (catalog_context with its
+        config's context_items and context_per_category)."""
+        C = model.cfg.context_items
+        if C != (context.size if context is not None else 0):
+            raise DataError(f"R4T-Diffusion: the denoiser is conditioned on {C} context items, the retriever "
+                            f"gives it {context.size if context is not None else 0}")
         self.model, self.sampler, self.index, self.item_emb, self.seed = model, sampler, index, item_emb, seed
+        self.context = context
 
     def generate(self, query_emb: np.ndarray) -> np.ndarray:
         g = torch.Generator(device=next(self.model.parameters()).device).manual_seed(self.seed)
-        return generate_sets(self.model, torch.from_numpy(query_emb), self.sampler, generator=g).cpu().numpy()
+        items = valid = None
+        if self.context is not None:
+            items, valid = (torch.from_numpy(a) for a in
+                            context_embeddings(self.context.padded_rows(query_emb), self.item_emb))
+        return generate_sets(self.model, torch.from_numpy(query_emb), self.sampler, generator=g, items=items,
+                             items_valid=valid).cpu().numpy()
 
     def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
         return grounded_result(self.index, self.item_emb, self.generate(query_emb), k, m)

@@ -140,7 +140,8 @@ def build_app(args: dict) -> serve.Application:
     health = {k: float(args[k]) for k in ("health_check_period_s", "health_check_timeout_s") if k in args}
     encoder = QueryEncoder.options(**health).bind(args.get("encoder", "minilm"), "cpu", threads)
     denoiser = Denoiser.options(**health, num_replicas=int(args.get("denoiser_replicas", 1))).bind(
-        str(art.model_dir), args.get("sampler"), device, threads)
+        str(art.model_dir), args.get("sampler"), device, threads, str(art.root), int(args.get("nprobe", 16)),
+        int(args.get("ef_search", 64)))
     index = CatalogIndex.options(**health).bind(str(art.root), int(args.get("nprobe", 16)),
                                                 int(args.get("ef_search", 64)))
     return Ingress.options(**health).bind(encoder, denoiser, index, art, args.get("api_key"), args.get("api_key_env"))

@@ -3,8 +3,8 @@
 For 1 and 2 denoiser replicas and concurrency 1, 8, 32 (closed loop: each client sends its next request when
 the previous one returns), a bounded number of requests (and at most `max_seconds` per setting) go to
 POST /v1/fanout with held-out queries; it reports p50/p99 latency and requests/s. The in-process baseline is
-the denoiser's `generate_sets` on a batch of the same size (median of repeats), so p99 / in-process says what
-HTTP, the handles, micro-batching and grounding add.
+R4T-Diffusion's `generate` (the condition's nearest-item lookup and the sampler) on a batch of the same size
+(median of repeats), so p99 / in-process says what HTTP, the handles, micro-batching and grounding add.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def _free_port() -> int:
@@ -50,45 +48,42 @@ async def _closed_loop(url: str, queries: list[str], concurrency: int, requests:
             "rps": len(lat) / wall}
 
 
-def in_process_sampler(model_dir: Path, query_emb: np.ndarray, batch: int, sampler: dict, repeats: int = 10) -> float:
+def in_process_method(art, sampler: dict):
+    """R4T-Diffusion in this process on the served artifacts, as `r4t.retrieve` runs it."""
     from r4t.config import SamplerConfig
     from r4t.diffusion.checkpoint import load_model
-    from r4t.diffusion.samplers import generate_sets
+    from r4t.retrieve.methods import DiffusionFanout
+    from r4t.serve.deployments import ServedCatalog
 
-    model, _ = load_model(model_dir)
-    q = torch.from_numpy(np.resize(query_emb, (batch, query_emb.shape[1])))
-    settings = SamplerConfig(**sampler)
-    generate_sets(model, q, settings)  # warm-up
+    catalog = ServedCatalog.load(art.root, 16, 64)
+    model, _ = load_model(art.model_dir)
+    return DiffusionFanout(model, SamplerConfig(**sampler), catalog.index, catalog.item_emb, 0,
+                           catalog.context(model.cfg))
+
+
+def _median_seconds(work, repeats: int) -> float:
+    work()  # warm-up
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        generate_sets(model, q, settings)
+        work()
         times.append(time.perf_counter() - t)
     return float(np.median(times))
 
 
-def in_process_pipeline(art, texts: list[str], batch: int, sampler: dict, repeats: int = 5) -> float:
-    """The same work without serving: encode the batch's queries, sample, ground (one process)."""
-    from r4t.config import SamplerConfig
-    from r4t.data.dataset import Dataset
-    from r4t.diffusion.checkpoint import load_model
-    from r4t.embed import TextEncoder, load_embeddings
-    from r4t.grounding import attach_texts
-    from r4t.index import ItemIndex
-    from r4t.retrieve.methods import DiffusionFanout
+def in_process_sampler(method, query_emb: np.ndarray, batch: int, repeats: int = 10) -> float:
+    """The denoiser alone (its context lookup included) on a batch of `batch` query embeddings."""
+    q = np.resize(query_emb, (batch, query_emb.shape[1]))
+    return _median_seconds(lambda: method.generate(q), repeats)
 
-    model, _ = load_model(art.model_dir)
-    index = attach_texts(ItemIndex.load(art.index_dir), Dataset.load(art.data_dir).items.column("text").to_pylist())
-    method = DiffusionFanout(model, SamplerConfig(**sampler), index, load_embeddings(art.index_dir)[0])
+
+def in_process_pipeline(method, texts: list[str], batch: int, repeats: int = 5) -> float:
+    """The same work without serving: encode the batch's queries, sample, ground (one process)."""
+    from r4t.embed import TextEncoder
+
     encoder = TextEncoder()
     part = [texts[i % len(texts)] for i in range(batch)]
-    method.retrieve(part, encoder.encode(part), 10, 1)  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        method.retrieve(part, encoder.encode(part), 10, 1)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return _median_seconds(lambda: method.retrieve(part, encoder.encode(part), 10, 1), repeats)
 
 
 def bench_serve(run_dir: str, dataset: str, replicas: list[int], concurrencies: list[int], requests: int,
@@ -105,8 +100,9 @@ def bench_serve(run_dir: str, dataset: str, replicas: list[int], concurrencies: 
     ds = Dataset.load(art.data_dir)
     queries = ds.queries_for("oar", "test").column("text").to_pylist() or ds.items.column("text").to_pylist()[:64]
     query_emb = TextEncoder().encode(queries[:64])
-    baseline = {c: in_process_sampler(art.model_dir, query_emb, c, sampler) for c in concurrencies}
-    pipeline = {c: in_process_pipeline(art, queries, c, sampler) for c in concurrencies}
+    method = in_process_method(art, sampler)
+    baseline = {c: in_process_sampler(method, query_emb, c) for c in concurrencies}
+    pipeline = {c: in_process_pipeline(method, queries, c) for c in concurrencies}
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
     port = _free_port()
