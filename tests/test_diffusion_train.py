@@ -15,8 +15,8 @@ from r4t.config import DiffusionConfig, load_config
 from r4t.diffusion.checkpoint import load_model
 from r4t.catalog import prepare_catalog
 from r4t.config import DatasetSpec, IndexConfig
-from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser, canonical_order
-from r4t.diffusion.train import context_items, fixed_loss
+from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser, canonical_order, context_tensors
+from r4t.diffusion.train import fixed_loss
 from r4t.policy.context import catalog_context
 from r4t.errors import ConfigError, DataError, ManifestMismatch, R4TError
 from r4t.jobs import diffusion as job
@@ -96,7 +96,7 @@ def test_ray_train_trains_checkpoints_resumes_and_lowers_the_loss(tiny_targets, 
     context = catalog_context(cat, trained.cfg.context_items, trained.cfg.context_per_category)
     x, q, n_valid, rows = job.eval_sets(tiny_targets / "tiny" / "synth", manifest_of(tiny_targets, None), 64, context)
     valid = torch.arange(x.shape[1])[None, :] < torch.as_tensor(n_valid)[:, None]
-    items, items_valid = context_items(rows, cat.item_emb)
+    items, items_valid = context_tensors(rows, cat.item_emb)
     x, valid = canonical_order(torch.as_tensor(x), valid, torch.as_tensor(q), items, items_valid)
     torch.manual_seed(0)
     fresh = EDMDenoiser(trained.cfg, float(trained.sigma_data))

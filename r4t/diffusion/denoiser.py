@@ -25,12 +25,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from r4t.diffusion.edm import c_in, c_noise, c_out, c_skip, loss_weight
 from r4t.errors import ConfigError
+from r4t.policy.context import context_embeddings
 
 # hidden / MLP / heads / layers / rows. `paper` is PAPER.md's configuration (53.9M parameters at d=128).
 PRESETS = {
@@ -248,6 +250,16 @@ def canonical_order(x0: torch.Tensor, valid: torch.Tensor, query_emb: torch.Tens
     key = key.masked_fill(~valid, float("inf"))
     order = key.argsort(dim=1)
     return x0.gather(1, order[..., None].expand_as(x0)), valid.gather(1, order)
+
+
+def context_tensors(rows: np.ndarray | None, item_emb: np.ndarray,
+                    device: str | torch.device = "cpu") -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Padded context rows [B, C] (-1: none; r4t.policy.context) → the `items` [B, C, d] and `items_valid` [B, C]
+    a denoiser with context items takes, or (None, None) for one without."""
+    if rows is None:
+        return None, None
+    items, valid = context_embeddings(np.asarray(rows), item_emb)
+    return torch.from_numpy(items).to(device), torch.from_numpy(valid).to(device)
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -20,11 +20,10 @@ import torch
 
 from r4t.config import DiffusionTrainSettings
 from r4t.diffusion.checkpoint import load_training_state, save_training_state
-from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser, canonical_order, denoising_loss
+from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser, canonical_order, context_tensors, denoising_loss
 from r4t.diffusion.edm import training_sigma
 from r4t.errors import DataError
 from r4t.metrics import DashboardGauges, MetricsLog
-from r4t.policy.context import context_embeddings
 from r4t.storage import fetch, publish, remove, storage_uri
 
 COLUMNS = ["target", "query_emb", "n_valid"]
@@ -59,19 +58,11 @@ def fixed_loss(model: EDMDenoiser, x0: torch.Tensor, query_emb: torch.Tensor, va
                           items_valid).item()
 
 
-def context_items(rows: np.ndarray | None, item_emb: np.ndarray | None, device="cpu") -> tuple:
-    """Padded context rows [B, C] → (items [B, C, d], valid [B, C]) tensors on `device`, or (None, None)."""
-    if rows is None:
-        return None, None
-    items, valid = context_embeddings(np.asarray(rows), item_emb)
-    return torch.from_numpy(items).to(device), torch.from_numpy(valid).to(device)
-
-
-def _batch_tensors(batch: dict, device, item_emb: torch.Tensor | None) -> tuple:
+def _batch_tensors(batch: dict, device, item_emb: np.ndarray | None) -> tuple:
     x0 = batch["target"].to(device, torch.float32)
     valid = torch.arange(x0.shape[1], device=device)[None, :] < batch["n_valid"].to(device)[:, None]
     rows = batch.get("context_rows")
-    items, items_valid = context_items(None if rows is None else rows.numpy(), item_emb, device)
+    items, items_valid = context_tensors(None if rows is None else rows.numpy(), item_emb, device)
     return x0, batch["query_emb"].to(device, torch.float32), valid, items, items_valid
 
 
@@ -105,7 +96,7 @@ def train_loop(config: dict) -> None:
     eval_sets = [torch.as_tensor(a) for a in config["eval_sets"][:3]]
     eval_x0, eval_q = eval_sets[0], eval_sets[1]
     eval_valid = torch.arange(eval_x0.shape[1])[None, :] < eval_sets[2][:, None]
-    eval_items = context_items(config["eval_sets"][3], item_emb)
+    eval_items = context_tensors(config["eval_sets"][3], item_emb)
     if model.cfg.row_slots:
         eval_x0, eval_valid = canonical_order(eval_x0, eval_valid, eval_q, *eval_items)
     log = MetricsLog(fetch(config["metrics_path"]), step, GAUGES) if rank == 0 else None

@@ -12,14 +12,14 @@ import numpy as np
 import torch
 
 from r4t.config import RewardConfig, SamplerConfig
-from r4t.diffusion.denoiser import EDMDenoiser
+from r4t.diffusion.denoiser import EDMDenoiser, context_tensors
 from r4t.diffusion.samplers import generate_sets
 from r4t.embed import TextEncoder
 from r4t.errors import DataError
 from r4t.grounding import GroundedSets, distinct_positions, ground_sets, item_groups, search_distinct
 from r4t.index import ItemIndex
 from r4t.policy.backend import SamplingSettings, make_backend
-from r4t.policy.context import PromptContext, context_embeddings, fanout_prompts, resolve
+from r4t.policy.context import PromptContext, fanout_prompts, resolve
 from r4t.rewards.parse import usable_subqueries
 from r4t.rewards.set_metrics import set_quality
 from r4t.rewards.terms import groundedness
@@ -246,10 +246,8 @@ class DiffusionFanout:
 
     def generate(self, query_emb: np.ndarray) -> np.ndarray:
         g = torch.Generator(device=next(self.model.parameters()).device).manual_seed(self.seed)
-        items = valid = None
-        if self.context is not None:
-            items, valid = (torch.from_numpy(a) for a in
-                            context_embeddings(self.context.padded_rows(query_emb), self.item_emb))
+        items, valid = context_tensors(None if self.context is None else self.context.padded_rows(query_emb),
+                                       self.item_emb)
         return generate_sets(self.model, torch.from_numpy(query_emb), self.sampler, generator=g, items=items,
                              items_valid=valid).cpu().numpy()
 

@@ -19,12 +19,12 @@ from r4t.catalog import category_codes
 from r4t.config import RewardConfig, SamplerConfig
 from r4t.data.dataset import Dataset
 from r4t.diffusion.checkpoint import WEIGHTS, load_model
-from r4t.diffusion.denoiser import DenoiserConfig
+from r4t.diffusion.denoiser import DenoiserConfig, context_tensors
 from r4t.diffusion.samplers import check_sampler_range, generate_sets
 from r4t.embed import TextEncoder, load_embeddings
 from r4t.grounding import attach_texts, ground_sets
 from r4t.index import ItemIndex
-from r4t.policy.context import PromptContext, context_embeddings
+from r4t.policy.context import PromptContext
 from r4t.rewards.set_metrics import set_quality
 from r4t.rewards.terms import groundedness
 from r4t.storage import fetch
@@ -105,10 +105,8 @@ class Denoiser:
         settings = replace(self.sampler, steps=steps or self.sampler.steps,
                            guidance=self.sampler.guidance if guidance is None else float(guidance))
         g = None if seed is None else torch.Generator().manual_seed(seed)
-        items = valid = None
-        if self.context is not None:
-            items, valid = (torch.from_numpy(a) for a in
-                            context_embeddings(self.context.padded_rows(query_emb), self.item_emb))
+        items, valid = context_tensors(None if self.context is None else self.context.padded_rows(query_emb),
+                                       self.item_emb)
         return generate_sets(self.model, torch.from_numpy(query_emb), settings, generator=g, items=items,
                              items_valid=valid).cpu().numpy()
 
