@@ -390,7 +390,7 @@ class SynthSettings:
     teacher: str = "rl"  # an RL run under <run_dir>/<dataset>/ (its final checkpoint), an RLlib run, or a folder
     task: str = "oar"  # oar: rows = embeddings of the retrieved items | wscr: rows = sub-query embeddings
     splits: list[str] = field(default_factory=lambda: ["train", "val"])
-    samples: int = 16  # fan-outs per query (PAPER.md: 128)
+    samples: int = 16  # fan-outs per query (the paper: 128)
     keep_top: int = 0  # keep the best N well-formed samples per query by reward; 0 = all of them
     rows: int = 10  # L, rows per target set
     queries_per_shard: int = 16  # a shard is the unit of work and of resume
@@ -452,10 +452,10 @@ class SamplerConfig:
 
     # Defaults measured here (scripts/sampler_sweep.py, validation split, BENCHMARKS.md): one Euler step scores no
     # lower on the judge than 256 (Euler, Heun or SDE) and returns 98% (polyvore) / 87% (playlists) of their items,
-    # so one network evaluation is the default; guidance (PAPER.md: 0.1) changed no metric beyond its interval.
+    # so one network evaluation is the default; guidance (the paper: 0.1) changed no metric beyond its interval.
     method: str = "euler"
     steps: int = 1
-    # Inside what training covers (train.sigma_min/max). PAPER.md's [1e-4, 80] is EDM's range for data of scale
+    # Inside what training covers (train.sigma_min/max). the paper's [1e-4, 80] is EDM's range for data of scale
     # 0.5; unit-norm rows of d=384 have sigma_data ~0.05, and sigma = 2 already buries a row (noise norm ~39).
     sigma_min: float = 2e-3
     sigma_max: float = 2.0
@@ -478,7 +478,7 @@ class SamplerConfig:
 
 @dataclass
 class ModelSettings:
-    """The set denoiser: a preset (small: CPU demo; paper: PAPER.md's 53.9M at d=128), any field overridable."""
+    """The set denoiser: a preset (small: CPU demo; paper: the paper's 53.9M at d=128), any field overridable."""
 
     preset: str = "small"
     rows: Optional[int] = None  # L; must equal the targets' L

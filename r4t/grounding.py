@@ -1,6 +1,6 @@
 """Grounding generated rows (sub-query embeddings or denoiser rows) to K catalog items distinct to a person.
 
-Every fan-out method ends here, so methods differ only in what they generate. Rule (DESIGN.md): greedy by
+Every fan-out method ends here, so methods differ only in what they generate. Rule (docs/architecture.md): greedy by
 similarity over all (row, candidate item) pairs, at most one item per normalised text (`text_key`: casefolded,
 whitespace collapsed, punctuation stripped at the ends), so near-identical catalog entries under different ids
 ("Home Decor", "home decor.") count once; a row whose nearest item was taken by a more similar row (or shares

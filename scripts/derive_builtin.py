@@ -23,7 +23,7 @@ Apache License 2.0 (validation split of the Maryland Polyvore data). The item na
 Polyvore users' content, provided for research use.
 
 r4t derived `items.parquet`, `sets.parquet` and `queries.parquet` from it with `scripts/derive_builtin.py`
-(filters and splits: see `r4t/data/fashion.py` and the README's data section).
+(filters and splits: see `r4t/data/fashion.py` and docs/stages.md (Data)).
 """,
     "playlists": """# playlists (built-in dataset of r4t)
 
@@ -31,7 +31,7 @@ Derived from the hand-curated playlists of the GitHub repository HariSekhon/Spot
 Copyright 2012 Hari Sekhon, under the MIT licence (LICENSE beside this file).
 
 r4t derived `items.parquet`, `sets.parquet` and `queries.parquet` from it with `scripts/derive_builtin.py`
-(catalog, sampling and splits: see `r4t/data/music.py` and the README's data section).
+(catalog, sampling and splits: see `r4t/data/music.py` and docs/stages.md (Data)).
 """,
 }
 

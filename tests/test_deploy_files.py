@@ -52,7 +52,7 @@ def test_the_cluster_pipeline_is_sized_for_gpus_and_keeps_artifacts_on_shared_st
     cfg = load_config(PipelineConfig, REPO / "jobs" / "pipeline.yaml")
     assert cfg.run_dir.startswith("s3://")
     assert cfg.policy.backend == "vllm" and cfg.rl_workers.rollout_gpus == 1 and cfg.train_workers.use_gpu
-    assert cfg.model.preset == "paper" and cfg.synth.samples == 128  # PAPER.md
+    assert cfg.model.preset == "paper" and cfg.synth.samples == 128  # the paper
     assert cfg.rl_workers.reward_resources == {"scoring": 1}
 
 

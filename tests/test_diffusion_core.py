@@ -53,7 +53,7 @@ def test_training_sigma_is_relative_to_sigma_data():
 def test_paper_preset_parameter_count():
     model = EDMDenoiser(DenoiserConfig.from_preset("paper", dim=128), sigma_data=0.088)
     assert model.cfg.rows == 12 and model.cfg.layers == 6 and model.cfg.heads == 16
-    assert parameter_count(model) == pytest.approx(53.9e6, rel=0.01)  # PAPER.md: 53.9M
+    assert parameter_count(model) == pytest.approx(53.9e6, rel=0.01)  # the paper: 53.9M
 
 
 def test_config_errors_name_the_field():
@@ -174,7 +174,7 @@ def test_training_draws_the_noise_levels_the_sampler_visits(job):
     assert (sig <= s.sigma_min * 1.5).float().mean().item() > 1e-2
     manifest = {"sigma_data": sigma_data, "train": {k: getattr(t, k) for k in t.__dataclass_fields__}}
     check_sampler_range(s, manifest)
-    with pytest.raises(ConfigError, match="sampler.sigma_max=80"):  # PAPER.md's range, far above these data
+    with pytest.raises(ConfigError, match="sampler.sigma_max=80"):  # the paper's range, far above these data
         check_sampler_range(dataclasses.replace(s, sigma_max=80.0), manifest)
     # The log-normal alone (the former training) never reaches sigma = 80: the check says so too.
     lognormal = {**manifest, "train": {**manifest["train"], "sigma_uniform": 0.0}}
@@ -243,7 +243,7 @@ def test_canonical_order_puts_context_items_first_by_their_rank():
 
 
 def test_paper_preset_with_context_trains_and_samples():
-    """PAPER.md's 53.9M configuration, conditioned on context items with row slots: one optimizer step changes
+    """the paper's 53.9M configuration, conditioned on context items with row slots: one optimizer step changes
     the weights and lowers nothing to NaN, and a sampler draws finite rows from it."""
     torch.manual_seed(0)
     cfg = DenoiserConfig.from_preset("paper", dim=128, context_items=16, context_per_category=1, row_slots=True)

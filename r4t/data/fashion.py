@@ -1,6 +1,6 @@
 """Fashion catalogs from Polyvore-style items and outfits.
 
-Decisions (documented in the README's data section):
+Decisions (documented in docs/stages.md (Data)):
 - item text = the item's name; items with an empty name use their fine category name instead;
 - `category` = a coarse group (top, bottom, dress, ...) derived from the fine category (kept as
   `fine_category`); the generic "Clothing"/"Accessories"/"Jewelry" categories are resolved from the name;

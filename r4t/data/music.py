@@ -1,6 +1,6 @@
 """Music catalogs from playlists.
 
-Decisions (documented in the README's data section):
+Decisions (documented in docs/stages.md (Data)):
 - catalog = the distinct (artist, track) pairs over all playlists, matched case- and space-insensitively;
   item text "Artist — Track"; `category` = the primary (first-listed) artist, `artist` = the full credit;
 - a playlist becomes a reference set if it has at least MIN_SET_SIZE distinct tracks; playlists longer than

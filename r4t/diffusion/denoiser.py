@@ -34,7 +34,7 @@ from r4t.diffusion.edm import c_in, c_noise, c_out, c_skip, loss_weight
 from r4t.errors import ConfigError
 from r4t.policy.context import context_embeddings
 
-# hidden / MLP / heads / layers / rows. `paper` is PAPER.md's configuration (53.9M parameters at d=128).
+# hidden / MLP / heads / layers / rows. `paper` is the paper's configuration (53.9M parameters at d=128).
 PRESETS = {
     "small": dict(hidden=128, mlp=256, heads=4, layers=3, rows=10),
     "paper": dict(hidden=1024, mlp=1024, heads=16, layers=6, rows=12),

@@ -1,4 +1,4 @@
-"""Set-level reward terms (PAPER.md, DESIGN.md). Each is a pure batched function returning per-set floats.
+"""Set-level reward terms (the paper; docs/architecture.md). Each is a pure batched function returning per-set floats.
 
 Shapes: B sets, k sub-queries (or generated rows) each, d embedding dims; all embeddings unit-norm.
 """

@@ -3,7 +3,7 @@ target rows and writes the shard. The policy is a fan-out LM (`Generation`: comp
 latent policy trained with RLlib (`LatentGeneration`: k rows in embedding space per sample, no text); both are
 scored by the same RewardScorer and written in the same format (a latent sample's `subqueries` is empty).
 
-Targets (PAPER.md): OAR rows are the embeddings of the items the fan-out retrieves, grounded to L distinct
+Targets (the paper): OAR rows are the embeddings of the items the fan-out retrieves, grounded to L distinct
 items with the same rule every method uses at inference; WSCR rows are the embeddings of the sub-queries
 (k of them, zero-padded to L). A fan-out that does not parse gives no target.
 """
