@@ -158,7 +158,7 @@ def _cmd_retrieve(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench_serve(args: argparse.Namespace) -> None:
-    from r4t.serve.bench import bench_serve, format_rows
+    from r4t.serve.load_bench import bench_serve, format_rows
 
     rows = bench_serve(args.run_dir, args.dataset, args.replicas, args.concurrency, args.requests, args.max_seconds,
                        {"method": "euler", "steps": args.steps})

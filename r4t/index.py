@@ -14,8 +14,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from r4t.errors import DataError, ManifestMismatch
-from r4t.io import atomic_path, read_json, sha256_file, write_json
+from r4t.errors import DataError
+from r4t.io import atomic_path, check_manifest, read_json, sha256_file, write_json
 
 MANIFEST_FILE, IDS_FILE = "manifest.json", "item_ids.json"
 TRAIN_SAMPLE = 100_000  # vectors used to train IVF/PQ quantizers
@@ -140,12 +140,6 @@ class ItemIndex:
             shards = [faiss.index_cpu_to_all_gpus(s) for s in shards]
         manifest = {k: v for k, v in manifest.items() if k != "files"}
         return cls(shards, read_json(folder / IDS_FILE), manifest, nprobe, ef_search, use_gpu)
-
-
-def check_manifest(manifest: dict, expect: dict, where: str) -> None:
-    for key, value in expect.items():
-        if manifest.get(key) != value:
-            raise ManifestMismatch(f"{where}: field '{key}' is {manifest.get(key)!r}, expected {value!r}")
 
 
 def merge_topk(scores: list[np.ndarray], rows: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:

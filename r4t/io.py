@@ -10,11 +10,12 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from r4t.errors import DataError
+from r4t.errors import DataError, ManifestMismatch
 
 
 _UMASK = os.umask(0)
@@ -37,6 +38,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``folder`` (hidden, so nothing publishes or lists it); it takes the
+    place of ``folder`` only if the block succeeds, so a killed writer never leaves a folder that looks whole."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -64,3 +82,10 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def check_manifest(manifest: dict, expect: dict, where: str) -> None:
+    """Refuse an artifact whose manifest disagrees with what its reader expects, naming the first field."""
+    for key, value in expect.items():
+        if manifest.get(key) != value:
+            raise ManifestMismatch(f"{where}: field '{key}' is {manifest.get(key)!r}, expected {value!r}")

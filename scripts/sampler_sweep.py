@@ -21,9 +21,9 @@ from r4t.config import DiffusionConfig
 from r4t.diffusion.checkpoint import load_model
 from r4t.embed import TextEncoder
 from r4t.eval.judge import E5Judge
-from r4t.eval.methods import eval_queries, fanout_latency, jaccard
+from r4t.eval.compare import eval_queries, fanout_latency, jaccard
 from r4t.eval.report import interval_cell
-from r4t.eval.stats import mean_ci
+from r4t.stats import mean_ci
 from r4t.jobs.common import add_config_args, config_from_args
 from r4t.jobs.eval import catalog_judge
 from r4t.policy.context import catalog_context

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from r4t.errors import DataError, ManifestMismatch
-from r4t.index import IDS_FILE, MANIFEST_FILE, ItemIndex, check_manifest, merge_topk
-from r4t.io import read_json, write_json
+from r4t.index import IDS_FILE, MANIFEST_FILE, ItemIndex, merge_topk
+from r4t.io import check_manifest, read_json, write_json
 
 DIM = 32
 

@@ -9,7 +9,7 @@ import torch
 from conftest import TINY_K
 from r4t.config import RewardConfig, SamplerConfig
 from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
-from r4t.eval.methods import teacher_overlap
+from r4t.eval.compare import teacher_overlap
 from r4t.policy.prompt import PLAIN_TEMPLATE
 from r4t.grounding import item_groups, text_key
 from r4t.retrieve.methods import (MMR, CategoryDiverse, DiffusionFanout, LatentPolicyFanout, LMFanout, NoFanout,
@@ -89,7 +89,7 @@ def test_wscr_retrievals_hold_every_method_to_k_times_m():
 
 def test_evaluate_method_scores_every_task(tiny_catalog, encoder):
     from r4t.config import RetrievalEvalConfig
-    from r4t.eval.methods import evaluate_method, fanout_latency
+    from r4t.eval.compare import evaluate_method, fanout_latency
 
     class Cat:  # the fields evaluate_method reads from a PreparedCatalog
         item_emb, category_codes, texts = tiny_catalog.emb, tiny_catalog.category_codes, tiny_catalog.texts

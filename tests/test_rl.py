@@ -103,7 +103,7 @@ def test_resume_continues_exactly(trained, tmp_path: Path, tiny_rl_source, tiny_
     for folder in (out / "checkpoints").iterdir():
         if folder.name != "step-000004":
             shutil.rmtree(folder)
-    shutil.copytree(out / "checkpoints" / "step-000004", out / "checkpoints" / "step-000008.tmp")  # a killed save
+    shutil.copytree(out / "checkpoints" / "step-000004", out / "checkpoints" / ".step-000008.tmp")  # a killed save
     assert latest_checkpoint(out).name == "step-000004"
     resumed = train(tiny_config(run_dir, tiny_rl_source, steps=STEPS), tiny_policy, encoder)
     assert resumed.name == final.name

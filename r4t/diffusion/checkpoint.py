@@ -11,7 +11,6 @@ the synthesis it was trained on). The folder is written under a temporary name a
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -19,8 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
 from r4t.errors import DataError
-from r4t.index import check_manifest
-from r4t.io import read_json, write_json
+from r4t.io import atomic_folder, check_manifest, read_json, write_json
 from r4t.optim_state import load_optimizer, save_optimizer
 
 STATE_FILE, WEIGHTS, EMA_WEIGHTS = "state.json", "model.safetensors", "ema.safetensors"
@@ -59,16 +57,11 @@ def load_training_state(folder: Path, model: torch.nn.Module, ema: torch.nn.Modu
 
 def export_model(folder: Path, model: EDMDenoiser, manifest: dict) -> Path:
     """Write the model folder whole or not at all."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(_tensors(model), str(tmp / WEIGHTS))
-    write_json(tmp / CONFIG_FILE, model.cfg.to_dict())
-    write_json(tmp / MANIFEST_FILE, {**manifest, "sigma_data": float(model.sigma_data), "dim": model.cfg.dim,
-                                     "rows": model.cfg.rows})
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    with atomic_folder(folder) as tmp:
+        save_file(_tensors(model), str(tmp / WEIGHTS))
+        write_json(tmp / CONFIG_FILE, model.cfg.to_dict())
+        write_json(tmp / MANIFEST_FILE, {**manifest, "sigma_data": float(model.sigma_data), "dim": model.cfg.dim,
+                                         "rows": model.cfg.rows})
     return folder
 
 

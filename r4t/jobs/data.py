@@ -14,7 +14,7 @@ import time
 from r4t.catalog import PreparedCatalog, prepare_catalog
 from r4t.config import PrepareConfig, to_dict
 from r4t.embed import TextEncoder
-from r4t.eval.methods import compare_methods, eval_queries
+from r4t.eval.compare import compare_methods, eval_queries
 from r4t.eval.report import JUDGE_VIEW, REWARD_VIEW, quality_table
 from r4t.io import atomic_path, write_json
 from r4t.jobs.common import stage_main, synced_stage

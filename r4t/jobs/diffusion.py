@@ -25,12 +25,11 @@ from r4t.diffusion.samplers import check_sampler_range
 from r4t.diffusion.train import fit_denoiser
 from r4t.embed import TextEncoder
 from r4t.errors import ConfigError, DataError
-from r4t.eval.methods import compare_methods, eval_queries
+from r4t.eval.compare import compare_methods, eval_queries
 from r4t.eval.report import comparison_tables
 from r4t.policy.context import PromptContext, catalog_context, prompt_context
 from r4t.index import MANIFEST_FILE as INDEX_MANIFEST
-from r4t.index import check_manifest
-from r4t.io import atomic_path, read_json, sha256_file, write_json
+from r4t.io import atomic_path, check_manifest, read_json, sha256_file, write_json
 from r4t.jobs.common import stage_catalogs, stage_main, synced_stage
 from r4t.retrieve.methods import DiffusionFanout, LMFanout, NoFanout
 from r4t.synth.targets import query_embeddings, read_manifest, read_targets, target_arrays

@@ -24,7 +24,7 @@ from r4t.policy.bootstrap import bootstrap_policy
 from r4t.policy.context import fanout_prompts, prompt_context
 from r4t.policy.model import INFO_FILE
 from r4t.rewards.scorer import RewardScorer
-from r4t.rl.evaluate import evaluate_policy
+from r4t.rl.heldout import evaluate_policy
 from r4t.rl.trainer import PromptPool, RLTrainer, check_config
 from r4t.storage import publish
 

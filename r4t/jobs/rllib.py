@@ -23,7 +23,7 @@ from r4t.catalog import PreparedCatalog
 from r4t.config import RLlibConfig, to_dict
 from r4t.embed import TextEncoder
 from r4t.errors import ConfigError, DataError
-from r4t.eval.stats import mean_ci
+from r4t.stats import mean_ci
 from r4t.io import atomic_path, read_json, write_json
 from r4t.jobs.common import stage_catalogs, stage_main, synced_stage
 from r4t.rewards.scorer import RewardScorer

@@ -12,10 +12,6 @@ from typing import Protocol
 
 import torch
 
-from r4t.errors import ConfigError
-
-BACKENDS = ("transformers", "vllm")
-
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -47,13 +43,3 @@ class GenerationBackend(Protocol):
 
     def set_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load new policy weights (same architecture) in place."""
-
-
-def make_backend(name: str, model_path: str, device: str = "cpu", **options) -> GenerationBackend:
-    if name == "transformers":
-        from r4t.policy.hf_backend import TransformersBackend
-        return TransformersBackend(model_path, device=device)
-    if name == "vllm":
-        from r4t.policy.vllm_backend import VLLMBackend
-        return VLLMBackend(model_path, device=device, **options)
-    raise ConfigError(f"policy.backend={name!r}: unknown generation backend; known: {BACKENDS}")

@@ -6,7 +6,6 @@ The same code loads the tiny bootstrapped policy and a real checkpoint (Qwen3-4B
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from r4t.errors import DataError
-from r4t.io import read_json, write_json
+from r4t.io import atomic_folder, read_json, write_json
 
 INFO_FILE = "r4t.json"  # step, reward stats, parent checkpoint; written last, so its presence marks a whole folder
 
@@ -39,16 +38,12 @@ def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fold
     """Write into a temporary sibling folder, then rename: a killed save never leaves a folder that looks whole.
     write_extra(folder) adds more files (e.g. the optimizer state) before r4t.json."""
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if write_extra is not None:
-        write_extra(tmp)
-    write_json(tmp / INFO_FILE, info)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    with atomic_folder(folder) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if write_extra is not None:
+            write_extra(tmp)
+        write_json(tmp / INFO_FILE, info)
     return folder
 
 

@@ -10,10 +10,12 @@ from typing import Sequence
 
 import numpy as np
 
+from r4t.catalog import prepare_catalog
 from r4t.config import RewardConfig
 from r4t.embed import TextEncoder
 from r4t.errors import DataError
-from r4t.index import ItemIndex, check_manifest
+from r4t.index import ItemIndex
+from r4t.io import check_manifest
 from r4t.rewards.parse import parse_fanout
 from r4t.rewards.terms import alignment, composite, diversity, groundedness, soft_coverage, wscr_coverage
 from r4t.storage import is_uri
@@ -136,7 +138,6 @@ def scorer_factory(run_dir: str, spec, embed_cfg, index_cfg, reward_cfg: RewardC
     run_dir = run_dir if is_uri(run_dir) else str(Path(run_dir).resolve())
 
     def build():
-        from r4t.catalog import prepare_catalog  # catalog sits above rewards: import at call time
         encoder = TextEncoder(embed_cfg.model, embed_cfg.device, embed_cfg.batch_size)
         cat = prepare_catalog(spec, run_dir, encoder, index_cfg, seed, progress=False)
         return RewardScorer(encoder, cat.index, cat.item_emb, reward_cfg)

@@ -14,7 +14,8 @@ import torch
 
 from r4t.config import RLSettings
 from r4t.optim_state import load_optimizer, save_optimizer
-from r4t.policy.backend import Rollout, SamplingSettings, make_backend
+from r4t.policy.backend import Rollout, SamplingSettings
+from r4t.policy.engines import make_backend
 from r4t.policy.model import load_policy, pack, save_policy, token_logprobs
 from r4t.rl.losses import get_loss
 from r4t.storage import fetch, publish

@@ -19,7 +19,6 @@ The trained policy is exported as `policy.safetensors` (actor weights, basis, of
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from r4t.errors import DataError
-from r4t.index import check_manifest
-from r4t.io import read_json, write_json
+from r4t.io import atomic_folder, check_manifest, read_json, write_json
 
 WEIGHTS, CONFIG_FILE = "policy.safetensors", "policy.json"
 LOG_STD_CLIP = 20.0  # RLlib's log_std_clip_param default
@@ -126,16 +124,11 @@ def actor_state_from_rllib(state: dict[str, torch.Tensor], n_hidden: int) -> dic
 def export_policy(folder: Path, actor_state: dict[str, torch.Tensor], latent: LatentAction, spec: dict,
                   manifest: dict) -> Path:
     """Write <folder>/policy.safetensors + policy.json whole or not at all. spec: obs_dim, hidden, activation."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({**actor_state, "basis": torch.from_numpy(np.ascontiguousarray(latent.basis)),
-               "offsets": torch.from_numpy(np.ascontiguousarray(latent.offsets))}, str(tmp / WEIGHTS))
-    write_json(tmp / CONFIG_FILE, {"k": latent.k, "rank": latent.rank, "scale": latent.scale, **spec,
-                                   "manifest": manifest})
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    with atomic_folder(folder) as tmp:
+        save_file({**actor_state, "basis": torch.from_numpy(np.ascontiguousarray(latent.basis)),
+                   "offsets": torch.from_numpy(np.ascontiguousarray(latent.offsets))}, str(tmp / WEIGHTS))
+        write_json(tmp / CONFIG_FILE, {"k": latent.k, "rank": latent.rank, "scale": latent.scale, **spec,
+                                       "manifest": manifest})
     return folder
 
 

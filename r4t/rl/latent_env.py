@@ -28,8 +28,8 @@ from safetensors.numpy import load_file, save_file
 from r4t.config import RewardConfig
 from r4t.embed import load_embeddings
 from r4t.errors import DataError
-from r4t.index import ItemIndex, check_manifest
-from r4t.io import read_json, write_json
+from r4t.index import ItemIndex
+from r4t.io import check_manifest, read_json, write_json
 from r4t.rewards.scorer import RewardScorer
 from r4t.rl.latent import LatentAction
 from r4t.storage import fetch

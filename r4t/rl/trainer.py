@@ -29,7 +29,7 @@ from r4t.rl.advantages import get_advantage
 from r4t.policy.context import resolve
 from r4t.rl.checkpoint import checkpoint_dir, latest_checkpoint
 from r4t.rl.losses import get_loss
-from r4t.rl.metrics import GAUGES, reward_stats
+from r4t.rl.step_stats import GAUGES, reward_stats
 from r4t.storage import fetch, publish
 
 

@@ -14,8 +14,7 @@ from r4t.diffusion.checkpoint import MANIFEST_FILE as MODEL_MANIFEST
 from r4t.diffusion.checkpoint import WEIGHTS
 from r4t.errors import DataError
 from r4t.index import MANIFEST_FILE as INDEX_MANIFEST
-from r4t.index import check_manifest
-from r4t.io import read_json, sha256_file
+from r4t.io import check_manifest, read_json, sha256_file
 from r4t.storage import fetch, run_root
 
 

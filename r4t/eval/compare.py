@@ -22,7 +22,7 @@ from r4t.embed import TextEncoder
 from r4t.data.handwritten import handwritten_queries
 from r4t.eval.judge import JUDGE_METRICS, Judge
 from r4t.eval.production_music import library_share
-from r4t.eval.stats import mean_ci
+from r4t.stats import mean_ci
 from r4t.retrieve.methods import FanoutMethod
 from r4t.rewards.set_metrics import returned_set_metrics
 

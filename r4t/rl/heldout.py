@@ -8,12 +8,12 @@ import numpy as np
 
 from r4t.catalog import PreparedCatalog
 from r4t.config import PolicyConfig, PolicyEvalConfig, RewardConfig
-from r4t.eval.stats import mean_ci
 from r4t.policy.backend import SamplingSettings
-from r4t.policy.hf_backend import TransformersBackend
+from r4t.policy.engines import make_backend
 from r4t.policy.context import fanout_prompts, prompt_context, resolve
 from r4t.rewards.scorer import RewardScorer
 from r4t.rewards.set_metrics import category_share
+from r4t.stats import mean_ci
 
 OAR_METRICS = ("reward", "composite_all", "composite", "ground", "div", "div_raw", "align", "malformed",
                "category_share")
@@ -27,12 +27,12 @@ def _queries(cat: PreparedCatalog, task: str, cfg: PolicyEvalConfig) -> tuple[li
     return table.column("text").to_pylist(), table.column("set_id").to_pylist()
 
 
-def sample_fanouts(policy_path: str, prompts: list[str], cfg: PolicyEvalConfig, max_new_tokens: int,
+def sample_fanouts(policy_path: str, prompts: list[str], cfg: PolicyEvalConfig, policy: PolicyConfig,
                    seed: int) -> list[list[str]]:
-    """[Q] prompts → [Q] lists of cfg.samples completion texts."""
-    backend = TransformersBackend(policy_path)
+    """[Q] prompts → [Q] lists of cfg.samples completion texts, on the engine the policy is configured with."""
+    backend = make_backend(policy.backend, policy_path, policy.device)
     settings = SamplingSettings(n=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_new_tokens=max_new_tokens, seed=seed)
+                                max_new_tokens=policy.max_new_tokens, seed=seed)
     out: list[list[str]] = [[] for _ in prompts]
     for start in range(0, len(prompts), 16):
         for r in backend.generate(prompts[start:start + 16], settings):
@@ -60,7 +60,7 @@ def evaluate_policy(policy_path: str, cat: PreparedCatalog, scorer: RewardScorer
         prompts, listed = fanout_prompts(queries, scorer.encoder.encode(queries), policy.template, reward.k,
                                          prompt_context(cat, policy))
         fanouts = [[resolve(c, lines) for c in f] for f, lines in
-                   zip(sample_fanouts(policy_path, prompts, cfg, policy.max_new_tokens, seed), listed)]
+                   zip(sample_fanouts(policy_path, prompts, cfg, policy, seed), listed)]
         flat_q = [q for q, f in zip(queries, fanouts) for _ in f]
         flat_f = [c for f in fanouts for c in f]
         if task == "oar":
