@@ -17,7 +17,7 @@ import pyarrow as pa
 from r4t.config import DatasetSpec, IndexConfig
 from r4t.data.catalogs import load_dataset
 from r4t.data.dataset import INFO_FILE, Dataset
-from r4t.embed import TextEncoder, embed_catalog
+from r4t.embed import TextEncoder, embed_catalog, load_embeddings
 from r4t.errors import ConfigError, DataError, ManifestMismatch
 from r4t.grounding import attach_texts
 from r4t.index import MANIFEST_FILE, ItemIndex, gpu_available
@@ -86,3 +86,15 @@ def prepare_catalog(spec: DatasetSpec, run_dir: str | Path, encoder: TextEncoder
     for part in ("data", "index"):
         publish(root / part)
     return PreparedCatalog(spec.name, dataset, emb, attach_texts(index, dataset.items.column("text").to_pylist()))
+
+
+def load_catalog(root: str | Path, nprobe: int = 16, ef_search: int = 64) -> PreparedCatalog:
+    """The catalog the data stage prepared under <run_dir>/<dataset>, as it is on disk (fetched onto this node
+    first for a URI run_dir): nothing is embedded or rebuilt, so a server never needs the encoder to start."""
+    root = Path(root)
+    for part in ("data", "index"):
+        fetch(root / part)
+    dataset = Dataset.load(root / "data")
+    texts = dataset.items.column("text").to_pylist()
+    index = ItemIndex.load(root / "index", nprobe=nprobe, ef_search=ef_search)
+    return PreparedCatalog(root.name, dataset, load_embeddings(root / "index")[0], attach_texts(index, texts))

@@ -19,6 +19,7 @@ and value, and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from r4t.config import METHODS, DatasetSpec, PipelineConfig, PrepareConfig
+from r4t.config import METHODS, DatasetSpec, EvalConfig, PipelineConfig, PrepareConfig
 from r4t.errors import ConfigError, DataError, R4TError
 from r4t.jobs.common import add_config_args, config_from_args
 from r4t.jobs.submit import DEFAULT_ADDRESS, SCHEMAS, submit, submit_command
@@ -129,14 +130,12 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from r4t.config import EvalConfig
     from r4t.jobs.eval import report, run
 
     print(report(run(config_from_args(EvalConfig, args))))
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> None:
-    from r4t.config import EvalConfig
     from r4t.retrieve import Retriever
 
     # Positional words of the form key=value are config overrides, the rest are queries.
@@ -160,10 +159,11 @@ def _cmd_retrieve(args: argparse.Namespace) -> None:
 def _cmd_bench_serve(args: argparse.Namespace) -> None:
     from r4t.serve.load_bench import bench_serve, format_rows
 
-    rows = bench_serve(args.run_dir, args.dataset, args.replicas, args.concurrency, args.requests, args.max_seconds,
+    run_dir = config_from_args(EvalConfig, args).run_dir
+    rows = bench_serve(run_dir, args.dataset, args.replicas, args.concurrency, args.requests, args.max_seconds,
                        {"method": "euler", "steps": args.steps})
     print(format_rows(rows))
-    print(f"\nreproduce: r4t bench serve --run-dir {args.run_dir} --dataset {args.dataset} --requests {args.requests}")
+    print(f"\nreproduce: r4t bench serve --dataset {args.dataset} --requests {args.requests} run_dir={run_dir}")
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
@@ -174,7 +174,9 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     from r4t.jobs.common import ensure_ray
     from r4t.serve.app import build_app
 
-    app = build_app({"run_dir": args.run_dir, "dataset": args.dataset, "api_key": args.api_key,
+    cfg = config_from_args(EvalConfig, args)  # run_dir, the diffusion run and its sampler, as `r4t retrieve` reads them
+    app = build_app({"run_dir": cfg.run_dir, "dataset": args.dataset, "diffusion_run": cfg.methods.diffusion_run,
+                     "sampler": dataclasses.asdict(cfg.sampler), "api_key": args.api_key,
                      "denoiser_replicas": args.replicas})
     ensure_ray()
     serve.start(http_options={"host": args.host, "port": args.port})
@@ -245,12 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_submit, overrides=[])
 
     p = sub.add_parser("serve", help="serve a dataset's artifacts over HTTP with Ray Serve (see serve_configs/)")
-    p.add_argument("--run-dir", default="runs/demo")
     p.add_argument("--dataset", default="polyvore")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--replicas", type=int, default=1, help="denoiser replicas")
     p.add_argument("--api-key", default=None, help="require this value in the x-api-key header")
+    add_config_args(p, "jobs/eval.yaml")
     p.set_defaults(func=_cmd_serve)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="suite", required=True)
@@ -260,14 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, "jobs/data.yaml")
     p.set_defaults(func=_cmd_bench)
     p = bench.add_parser("serve", help="the served app under load on loopback vs the in-process sampler")
-    p.add_argument("--run-dir", default="runs/demo")
     p.add_argument("--dataset", default="polyvore")
     p.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--requests", type=int, default=320, help="per setting")
     p.add_argument("--max-seconds", type=float, default=60.0, help="per setting")
     p.add_argument("--steps", type=int, default=8, help="Euler sampler steps")
-    p.set_defaults(func=_cmd_bench_serve, overrides=[])
+    add_config_args(p, "jobs/eval.yaml")
+    p.set_defaults(func=_cmd_bench_serve)
     return parser
 
 

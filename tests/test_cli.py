@@ -393,9 +393,11 @@ def test_overrides_after_options(prepared_run: Path, tiny_source: Path, tmp_path
     assert (tmp_path / "run" / "tiny" / "data" / INFO_FILE).is_file()
 
 
-def test_submit_builds_the_ray_job_submit_command(monkeypatch, capsys) -> None:
+def test_submit_builds_the_ray_job_submit_command(monkeypatch, capsys, tmp_path) -> None:
     monkeypatch.chdir(REPO)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for var in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no token of this machine's clusters
     capsys.readouterr()
     assert main(["submit", "rl", "--dry-run", "rl.steps=3", "--address", "http://head:8265",
                  "--submission-id", "r4t-rl-x"]) == 0
@@ -409,6 +411,20 @@ def test_submit_builds_the_ray_job_submit_command(monkeypatch, capsys) -> None:
     assert argv[argv.index("--address") + 1] == "http://from-env:8265" and "--no-wait" in argv
     assert argv[argv.index("--") + 1:] == ["python", "-m", "r4t.jobs.pipeline", "--config", "jobs/pipeline.yaml",
                                            "--stage", "rl", "--stage", "synth"]
+
+
+def test_submit_sends_the_local_clusters_token(tmp_path) -> None:
+    """`ray start --head` keeps its token in ~/.ray/auth_token, which Ray's job client sends only in token mode:
+    with a token at hand and no mode chosen, r4t submit chooses token mode; a mode the user chose stays."""
+    from r4t.jobs.submit import submit_env
+
+    home = {"HOME": str(tmp_path)}
+    assert "RAY_AUTH_MODE" not in submit_env(home)  # no token anywhere: nothing to send
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("secret")
+    assert submit_env(home)["RAY_AUTH_MODE"] == "token"
+    assert submit_env({**home, "RAY_AUTH_MODE": "disabled"})["RAY_AUTH_MODE"] == "disabled"
+    assert submit_env({"HOME": str(tmp_path / "elsewhere"), "RAY_AUTH_TOKEN": "t"})["RAY_AUTH_MODE"] == "token"
 
 
 @pytest.mark.parametrize("argv, message", [

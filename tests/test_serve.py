@@ -12,7 +12,7 @@ from conftest import free_port
 from r4t.config import DatasetSpec, IndexConfig
 from r4t.diffusion.checkpoint import export_model
 from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
-from r4t.errors import ManifestMismatch
+from r4t.errors import ConfigError, ManifestMismatch
 from r4t.index import MANIFEST_FILE
 from r4t.io import read_json, sha256_file
 
@@ -60,10 +60,10 @@ def test_a_query_gets_k_distinct_grounded_items(served, tiny_catalog):
     text_of = dict(zip([f"i{n}" for n in range(len(tiny_catalog.texts))], tiny_catalog.texts))
     assert all(text_of[i["id"]] == i["text"] for i in body["items"])
     assert 1 <= body["metrics"]["vendi"] <= 5 and set(body["timing_ms"]) >= {"encode", "generate", "ground"}
-    assert body["versions"]["catalog"] and body["method"] == "diffusion"
+    assert body["versions"]["catalog"] and body["method"] == "R4T-Diffusion"
     seeded = [served.post("/v1/fanout", json={"query": "winter look", "seed": 7}).json()["items"] for _ in range(2)]
     assert seeded[0] == seeded[1]  # a seed pins the sample
-    nearest = served.post("/v1/fanout", json={"query": "red boots", "k": 3, "method": "no-fanout"}).json()
+    nearest = served.post("/v1/fanout", json={"query": "red boots", "k": 3, "method": "no fan-out"}).json()
     assert len(nearest["items"]) == 3
     batch = served.post("/v1/fanout/batch", json={"requests": [{"query": "a"}, {"query": "b", "k": 2}]})
     assert batch.status_code == 200 and [len(s["items"]) for s in batch.json()] == [10, 2]
@@ -113,8 +113,8 @@ def test_fuzzed_requests_never_get_a_5xx(served):
     values = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False),
                        st.text(max_size=40), st.lists(st.integers(), max_size=3))
     bodies = st.fixed_dictionaries({}, optional={"query": values | st.text(min_size=1, max_size=80),
-                                                 "k": values, "method": values | st.sampled_from(["diffusion",
-                                                                                                 "no-fanout"]),
+                                                 "k": values, "method": values | st.sampled_from(["R4T-Diffusion",
+                                                                                                 "no fan-out"]),
                                                  "steps": values, "guidance": values, "seed": values})
 
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -134,6 +134,34 @@ def test_artifacts_that_disagree_stop_the_app_naming_the_field(tmp_path, tiny_so
         resolve_artifacts(run_dir, "tiny")
     manifest = read_json(run_dir / "tiny" / "diffusion" / "model" / "manifest.json")
     assert manifest["catalog_hash"] == "another catalog"
+
+
+@pytest.mark.parametrize("method", ["R4T-Diffusion", "no fan-out"])
+def test_the_served_path_returns_what_r4t_retrieve_returns(served, tiny_source, encoder, method):
+    """One retrieval core, two hosts: for the same query, seed and artifacts, the HTTP API and r4t.retrieve give the
+    same items with the same scores."""
+    from r4t.config import EvalConfig, SamplerConfig
+    from r4t.retrieve import Retriever
+
+    cfg = EvalConfig(run_dir=str(served.run_dir), seed=7, datasets=[DatasetSpec("tiny", "r4t", str(tiny_source))],
+                     sampler=SamplerConfig(steps=4))  # the served app's sampler
+    retriever = Retriever.from_config(cfg, "tiny", method, encoder=encoder)
+    for query in ("winter look", "beach vacation outfit", "red boots"):
+        expected = retriever.retrieve(query, k=5)[0]
+        body = served.post("/v1/fanout", json={"query": query, "k": 5, "method": method, "seed": 7}).json()
+        assert [i["id"] for i in body["items"]] == expected.item_ids
+        assert [i["score"] for i in body["items"]] == pytest.approx(expected.scores, abs=1e-5)
+
+
+@pytest.mark.parametrize("args, named", [({"dataset": "tiny", "samplr": {"steps": 2}}, "samplr"),
+                                         ({"dataset": "tiny", "threads": "four"}, "threads"),
+                                         ({"dataset": "tiny", "denoiser_replicas": 0}, "denoiser_replicas")])
+def test_serve_config_args_that_are_unknown_or_mistyped_stop_the_app_naming_the_key(args, named):
+    """A typo in a Serve config's `args` is an error before any replica starts, not a silently ignored key."""
+    from r4t.serve.app import build_app
+
+    with pytest.raises(ConfigError, match=f"Serve application args: {named}"):
+        build_app(args)
 
 
 def _denoiser_replicas() -> set[str]:

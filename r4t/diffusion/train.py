@@ -25,6 +25,7 @@ from r4t.diffusion.edm import training_sigma
 from r4t.errors import DataError
 from r4t.metrics import DashboardGauges, MetricsLog
 from r4t.storage import fetch, publish, remove, storage_uri
+from r4t.synth.targets import dense, valid_rows
 
 COLUMNS = ["target", "query_emb", "n_valid"]
 GAUGES = DashboardGauges("r4t_diffusion", ("loss", "eval_loss", "lr", "sets_per_s"), ("dataset", "run"),
@@ -60,7 +61,7 @@ def fixed_loss(model: EDMDenoiser, x0: torch.Tensor, query_emb: torch.Tensor, va
 
 def _batch_tensors(batch: dict, device, item_emb: np.ndarray | None) -> tuple:
     x0 = batch["target"].to(device, torch.float32)
-    valid = torch.arange(x0.shape[1], device=device)[None, :] < batch["n_valid"].to(device)[:, None]
+    valid = torch.from_numpy(valid_rows(batch["n_valid"].numpy(), x0.shape[1])).to(device)
     rows = batch.get("context_rows")
     items, items_valid = context_tensors(None if rows is None else rows.numpy(), item_emb, device)
     return x0, batch["query_emb"].to(device, torch.float32), valid, items, items_valid
@@ -95,7 +96,7 @@ def train_loop(config: dict) -> None:
     item_emb = None if config.get("item_emb") is None else ray.get(config["item_emb"])  # [N, d], shared memory
     eval_sets = [torch.as_tensor(a) for a in config["eval_sets"][:3]]
     eval_x0, eval_q = eval_sets[0], eval_sets[1]
-    eval_valid = torch.arange(eval_x0.shape[1])[None, :] < eval_sets[2][:, None]
+    eval_valid = torch.from_numpy(valid_rows(eval_sets[2], eval_x0.shape[1]))
     eval_items = context_tensors(config["eval_sets"][3], item_emb)
     if model.cfg.row_slots:
         eval_x0, eval_valid = canonical_order(eval_x0, eval_valid, eval_q, *eval_items)
@@ -164,18 +165,6 @@ def _report_checkpoint(rank, step, record, model, ema, optimizer, config, eval_s
         ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _fixed_size_lists_to_numpy(column) -> np.ndarray:
-    """A (nested) fixed_size_list Arrow column → a dense array [n, *sizes]."""
-    import pyarrow as pa
-
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    shape, values = [], column
-    while pa.types.is_fixed_size_list(values.type):
-        shape.append(values.type.list_size)
-        values = values.flatten()
-    return values.to_numpy(zero_copy_only=False).reshape(len(column), *shape)
-
-
 def make_collate(context_rows: dict[str, list[int]] | None = None):
     """Ray Data's default conversion gives object arrays for fixed-size-list columns; build dense tensors. With
     `context_rows`, each set's query id becomes its padded context rows (`context_rows` [B, C])."""
@@ -183,7 +172,7 @@ def make_collate(context_rows: dict[str, list[int]] | None = None):
 
     class TargetCollate(ArrowBatchCollateFn):
         def __call__(self, table) -> dict[str, torch.Tensor]:
-            out = {name: torch.tensor(_fixed_size_lists_to_numpy(table.column(name)))
+            out = {name: torch.tensor(dense(table.column(name)))
                    for name in table.column_names if name != "query_id"}
             if context_rows is not None:
                 out["context_rows"] = torch.tensor([context_rows[q] for q in table.column("query_id").to_pylist()])

@@ -27,11 +27,12 @@ from r4t.embed import TextEncoder
 from r4t.errors import ConfigError, DataError
 from r4t.eval.compare import compare_methods, eval_queries
 from r4t.eval.report import comparison_tables
-from r4t.policy.context import PromptContext, catalog_context, prompt_context
+from r4t.policy.context import PromptContext, catalog_context
 from r4t.index import MANIFEST_FILE as INDEX_MANIFEST
 from r4t.io import atomic_path, check_manifest, read_json, sha256_file, write_json
 from r4t.jobs.common import stage_catalogs, stage_main, synced_stage
-from r4t.retrieve.methods import DiffusionFanout, LMFanout, NoFanout
+from r4t.retrieve.load import lm_fanout
+from r4t.retrieve.methods import DiffusionFanout, NoFanout
 from r4t.synth.targets import query_embeddings, read_manifest, read_targets, target_arrays
 
 
@@ -120,9 +121,7 @@ def evaluate(cfg: DiffusionConfig, cat: PreparedCatalog, encoder: TextEncoder, m
         raise DataError(f"the teacher policy {teacher!r} named by the targets' manifest (identity.teacher) is not "
                         "there; run from the directory the synthesis ran in, or restore the RL checkpoint")
     methods = [NoFanout(cat.index, cat.item_emb),
-               LMFanout("R4T-FOLM", teacher, encoder, cat.index, cat.item_emb, cfg.policy.template, cfg.reward.k,
-                        cfg.policy.max_new_tokens, cfg.eval.lm_temperature, cfg.seed, backend=cfg.policy.backend,
-                        device=cfg.policy.device, context=prompt_context(cat, cfg.policy)),
+               lm_fanout("R4T-FOLM", teacher, cat, encoder, cfg.policy, cfg.reward, cfg.eval.lm_temperature, cfg.seed),
                DiffusionFanout(model.to(cfg.sampler.device), cfg.sampler, cat.index, cat.item_emb, cfg.seed,
                                catalog_context(cat, model.cfg.context_items, model.cfg.context_per_category))]
     out = compare_methods(methods, cat, eval_queries(cat, cfg.eval, encoder), cfg.eval, cfg.reward,

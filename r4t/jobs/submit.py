@@ -52,6 +52,31 @@ def submit_command(stage: str, config: str | None, overrides: list[str], address
     return cmd + ([] if wait else ["--no-wait"]) + ["--", *entry, *overrides]
 
 
+def submit_env(environ: dict[str, str]) -> dict[str, str]:
+    """The environment `ray job submit` runs in. A cluster started with `ray start` (Ray >= 2.59) requires a token
+    and keeps it in ~/.ray/auth_token, but Ray's job client sends it only when RAY_AUTH_MODE=token is set: with a
+    token at hand and no mode chosen, choose token mode, so submitting to the cluster on this machine just works."""
+    if "RAY_AUTH_MODE" in environ:
+        return dict(environ)
+    token_file = Path(environ.get("RAY_AUTH_TOKEN_PATH") or Path(environ.get("HOME", "~")).expanduser() / ".ray"
+                      / "auth_token")
+    if environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        return {**environ, "RAY_AUTH_MODE": "token"}
+    return dict(environ)
+
+
+AUTH_HINT = ("r4t submit: if Ray said \"Authentication required\", the cluster wants its token: on the head run "
+             "`ray get-auth-token`, then here `export RAY_AUTH_MODE=token RAY_AUTH_TOKEN=<that token>` (or copy the "
+             "head's ~/.ray/auth_token to this machine) and submit again")
+
+
 def submit(cmd: list[str], dry_run: bool) -> int:
-    print("$ " + shlex.join(cmd), flush=True)
-    return 0 if dry_run else subprocess.run(cmd).returncode
+    env = submit_env(dict(os.environ))
+    chosen = "RAY_AUTH_MODE" not in os.environ and env.get("RAY_AUTH_MODE") == "token"
+    print("$ " + ("RAY_AUTH_MODE=token " if chosen else "") + shlex.join(cmd), flush=True)
+    if dry_run:
+        return 0
+    code = subprocess.run(cmd, env=env).returncode
+    if code != 0 and env.get("RAY_AUTH_MODE") != "token":
+        print(AUTH_HINT, file=sys.stderr)
+    return code

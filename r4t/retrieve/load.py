@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from r4t.catalog import PreparedCatalog
-from r4t.config import DIFFUSION_AT, METHODS, EvalConfig
+from r4t.config import DIFFUSION_AT, METHODS, EvalConfig, PolicyConfig, RewardConfig, SamplerConfig
 from r4t.diffusion.checkpoint import load_model
 from r4t.diffusion.samplers import check_sampler_range
 from r4t.embed import TextEncoder
@@ -32,15 +32,31 @@ def final_policy(run: Path) -> Path:
     return last
 
 
+def lm_fanout(label: str, path: str | Path, cat: PreparedCatalog, encoder: TextEncoder, policy: PolicyConfig,
+              reward: RewardConfig, temperature: float, seed: int, samples: int = 1) -> LMFanout:
+    """A fan-out LM (warm start, R4T-FOLM, best-of-N) prompted as its policy config says, listed items included."""
+    return LMFanout(label, str(path), encoder, cat.index, cat.item_emb, policy.template, reward.k,
+                    policy.max_new_tokens, temperature, seed, samples=samples, reward=reward, backend=policy.backend,
+                    device=policy.device, context=prompt_context(cat, policy))
+
+
+def diffusion_fanout(folder: Path, sampler: SamplerConfig, cat: PreparedCatalog, seed: int | None,
+                     expect: dict | None = None) -> DiffusionFanout:
+    """R4T-Diffusion from an exported model folder over its catalog (retrieval, evaluation and Serve alike): the
+    model's manifest must agree with `expect`, and the sampler stay inside the noise levels its training drew."""
+    model, manifest = load_model(folder, expect=expect, device=sampler.device)
+    check_sampler_range(sampler, manifest, f"the training of {folder}")
+    return DiffusionFanout(model, sampler, cat.index, cat.item_emb, seed,
+                           catalog_context(cat, model.cfg.context_items, model.cfg.context_per_category))
+
+
 def build_method(name: str, cfg: EvalConfig, cat: PreparedCatalog, encoder: TextEncoder) -> FanoutMethod:
     root, m, p = run_root(cfg.run_dir) / cat.name, cfg.methods, cfg.policy
 
     def lm(label: str, path: Path, samples: int = 1) -> LMFanout:
         if not (fetch(path) / "config.json").is_file():
             raise DataError(f"{label}: no policy at {path}; run `python -m r4t.jobs.rl` first")
-        return LMFanout(label, str(path), encoder, cat.index, cat.item_emb, p.template, cfg.reward.k,
-                        p.max_new_tokens, cfg.eval.lm_temperature, cfg.seed, samples=samples, reward=cfg.reward,
-                        backend=p.backend, device=p.device, context=prompt_context(cat, p))
+        return lm_fanout(label, path, cat, encoder, p, cfg.reward, cfg.eval.lm_temperature, cfg.seed, samples)
 
     if name == "no fan-out":
         return NoFanout(cat.index, cat.item_emb)
@@ -60,10 +76,7 @@ def build_method(name: str, cfg: EvalConfig, cat: PreparedCatalog, encoder: Text
         folder = fetch(root / run / "model")
         if not folder.is_dir():
             raise DataError(f"{name}: no model at {folder}; run `python -m r4t.jobs.diffusion name={run}` first")
-        model, manifest = load_model(folder, expect=expect, device=cfg.sampler.device)
-        check_sampler_range(cfg.sampler, manifest, f"the training of {folder}")
-        method = DiffusionFanout(model, cfg.sampler, cat.index, cat.item_emb, cfg.seed,
-                                 catalog_context(cat, model.cfg.context_items, model.cfg.context_per_category))
+        method = diffusion_fanout(folder, cfg.sampler, cat, cfg.seed, expect)
         method.name = name
         return method
     if name == "RLlib policy":

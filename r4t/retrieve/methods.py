@@ -235,9 +235,9 @@ class DiffusionFanout:
     name = "R4T-Diffusion"
 
     def __init__(self, model: EDMDenoiser, sampler: SamplerConfig, index: ItemIndex, item_emb: np.ndarray,
-                 seed: int = 0, context: PromptContext | None = None):
+                 seed: int | None = 0, context: PromptContext | None = None):
         """context: the catalog items the denoiser was conditioned on in training (catalog_context with its
-        config's context_items and context_per_category)."""
+        config's context_items and context_per_category). seed: every call's noise (None: fresh noise)."""
         C = model.cfg.context_items
         if C != (context.size if context is not None else 0):
             raise DataError(f"R4T-Diffusion: the denoiser is conditioned on {C} context items, the retriever "
@@ -245,12 +245,15 @@ class DiffusionFanout:
         self.model, self.sampler, self.index, self.item_emb, self.seed = model, sampler, index, item_emb, seed
         self.context = context
 
-    def generate(self, query_emb: np.ndarray) -> np.ndarray:
-        g = torch.Generator(device=next(self.model.parameters()).device).manual_seed(self.seed)
+    def generate(self, query_emb: np.ndarray, sampler: SamplerConfig | None = None,
+                 seed: int | None = None) -> np.ndarray:
+        """query_emb [B, d] → rows [B, L, d] as sampled; `sampler` and `seed` override the method's for this call."""
+        seed = self.seed if seed is None else seed
+        g = None if seed is None else torch.Generator(device=next(self.model.parameters()).device).manual_seed(seed)
         items, valid = context_tensors(None if self.context is None else self.context.padded_rows(query_emb),
                                        self.item_emb)
-        return generate_sets(self.model, torch.from_numpy(query_emb), self.sampler, generator=g, items=items,
-                             items_valid=valid).cpu().numpy()
+        return generate_sets(self.model, torch.from_numpy(query_emb), sampler or self.sampler, generator=g,
+                             items=items, items_valid=valid).cpu().numpy()
 
     def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
         return grounded_result(self.index, self.item_emb, self.generate(query_emb), k, m)

@@ -20,12 +20,14 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from r4t.errors import ConfigError
 from r4t.serve.artifacts import ServedArtifacts, resolve_artifacts
 from r4t.serve.deployments import CatalogIndex, Denoiser, QueryEncoder
-from r4t.serve.schema import MAX_BODY_BYTES, BatchRequest, FanoutRequest, FanoutResponse
+from r4t.serve.schema import MAX_BODY_BYTES, AppArgs, BatchRequest, FanoutRequest, FanoutResponse
 from r4t.storage import fetch
 
 api = FastAPI(title="r4t", description="Set-valued retrieval: a query in, a grounded set of catalog items out.",
@@ -96,10 +98,9 @@ class Ingress:
         t0 = time.perf_counter()
         q = await self.encoder.encode.remote(req.query)
         t1 = time.perf_counter()
-        if req.method == "diffusion":
+        rows = None  # no fan-out: the query's own nearest items
+        if req.method == "R4T-Diffusion":
             rows = await self.denoiser.sample.remote((q, req.steps, req.guidance, req.seed))
-        else:
-            rows = q[None]
         t2 = time.perf_counter()
         out = await self.index.ground.remote(np.asarray(rows, np.float32), q, req.k)
         t3 = time.perf_counter()
@@ -128,20 +129,20 @@ class Ingress:
         return {"versions": self.versions, "manifests": self.manifests}
 
 
-def build_app(args: dict) -> serve.Application:
-    """The app builder `serve run` calls with the config's `args`:
-    run_dir, dataset, diffusion_run, encoder, device, sampler (dict), nprobe, ef_search, threads, denoiser_replicas,
-    api_key (a literal) or api_key_env (the environment variable holding it on every node),
-    health_check_period_s, health_check_timeout_s (every deployment; a serve config can also set them per
-    deployment)."""
-    art = resolve_artifacts(args.get("run_dir", "runs/demo"), args.get("dataset", "polyvore"),
-                            args.get("diffusion_run", "diffusion"))
-    device, threads = args.get("device", "cpu"), int(args.get("threads", 1))
-    health = {k: float(args[k]) for k in ("health_check_period_s", "health_check_timeout_s") if k in args}
-    encoder = QueryEncoder.options(**health).bind(args.get("encoder", "minilm"), "cpu", threads)
-    denoiser = Denoiser.options(**health, num_replicas=int(args.get("denoiser_replicas", 1))).bind(
-        str(art.model_dir), args.get("sampler"), device, threads, str(art.root), int(args.get("nprobe", 16)),
-        int(args.get("ef_search", 64)))
-    index = CatalogIndex.options(**health).bind(str(art.root), int(args.get("nprobe", 16)),
-                                                int(args.get("ef_search", 64)))
-    return Ingress.options(**health).bind(encoder, denoiser, index, art, args.get("api_key"), args.get("api_key_env"))
+def build_app(args: dict | AppArgs) -> serve.Application:
+    """The app builder `serve run` calls with the config's `args` (fields: AppArgs). Health-check periods apply
+    to every deployment; a serve config can also set them per deployment."""
+    if not isinstance(args, AppArgs):
+        try:
+            args = AppArgs.model_validate(args)
+        except ValidationError as e:
+            raise ConfigError("Serve application args: " + "; ".join(
+                f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
+    art = resolve_artifacts(args.run_dir, args.dataset, args.diffusion_run)
+    health = {k: v for k, v in (("health_check_period_s", args.health_check_period_s),
+                                ("health_check_timeout_s", args.health_check_timeout_s)) if v is not None}
+    encoder = QueryEncoder.options(**health).bind(args.encoder, "cpu", args.threads)
+    denoiser = Denoiser.options(**health, num_replicas=args.denoiser_replicas).bind(
+        str(art.model_dir), args.sampler, args.device, args.threads, str(art.root), args.nprobe, args.ef_search)
+    index = CatalogIndex.options(**health).bind(str(art.root), args.nprobe, args.ef_search)
+    return Ingress.options(**health).bind(encoder, denoiser, index, art, args.api_key, args.api_key_env)

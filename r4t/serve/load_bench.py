@@ -49,16 +49,12 @@ async def _closed_loop(url: str, queries: list[str], concurrency: int, requests:
 
 
 def in_process_method(art, sampler: dict):
-    """R4T-Diffusion in this process on the served artifacts, as `r4t.retrieve` runs it."""
+    """R4T-Diffusion in this process on the served artifacts, as `r4t.retrieve` (and the Denoiser replica) builds it."""
+    from r4t.catalog import load_catalog
     from r4t.config import SamplerConfig
-    from r4t.diffusion.checkpoint import load_model
-    from r4t.retrieve.methods import DiffusionFanout
-    from r4t.serve.deployments import ServedCatalog
+    from r4t.retrieve.load import diffusion_fanout
 
-    catalog = ServedCatalog.load(art.root, 16, 64)
-    model, _ = load_model(art.model_dir)
-    return DiffusionFanout(model, SamplerConfig(**sampler), catalog.index, catalog.item_emb, 0,
-                           catalog.context(model.cfg))
+    return diffusion_fanout(art.model_dir, SamplerConfig(**sampler), load_catalog(art.root), 0)
 
 
 def _median_seconds(work, repeats: int) -> float:

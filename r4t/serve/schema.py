@@ -10,7 +10,7 @@ MAX_QUERY_CHARS = 512
 MAX_K = 100
 MAX_BATCH = 64
 MAX_BODY_BYTES = 64 * 1024
-METHODS = ("diffusion", "no-fanout")
+METHODS = ("R4T-Diffusion", "no fan-out")  # the names r4t.retrieve and r4t eval use
 
 
 class FanoutRequest(BaseModel):
@@ -18,7 +18,7 @@ class FanoutRequest(BaseModel):
 
     query: StrictStr = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     k: StrictInt = Field(10, ge=1, le=MAX_K)
-    method: Literal[METHODS] = "diffusion"
+    method: Literal[METHODS] = "R4T-Diffusion"
     guidance: Optional[StrictFloat | StrictInt] = Field(None, ge=0, le=10, description="CFG strength; default: "
                                                                                      "the served sampler's")
     steps: Optional[StrictInt] = Field(None, ge=1, le=256, description="sampler steps; default: the served sampler's")
@@ -53,3 +53,24 @@ class FanoutResponse(BaseModel):
     metrics: dict[str, float]  # vendi, align, ground of the returned set
     versions: dict[str, str]  # hashes of the artifacts that produced it
     timing_ms: dict[str, float]
+
+
+class AppArgs(BaseModel):
+    """The application's `args` in a Serve config (serve_configs/*.yaml): an unknown or mistyped key stops the app
+    before any replica starts, naming the key."""
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: StrictStr = "runs/demo"
+    dataset: StrictStr = "polyvore"
+    diffusion_run: StrictStr = "diffusion"
+    encoder: StrictStr = "minilm"
+    device: StrictStr = "cpu"
+    threads: StrictInt = Field(1, ge=1, description="torch threads per replica")
+    sampler: Optional[dict] = Field(None, description="sampler settings over the model's (method, steps, guidance, ...)")
+    nprobe: StrictInt = Field(16, ge=1)
+    ef_search: StrictInt = Field(64, ge=1)
+    denoiser_replicas: StrictInt = Field(1, ge=1)
+    api_key: Optional[StrictStr] = Field(None, description="a literal key clients send as x-api-key")
+    api_key_env: Optional[StrictStr] = Field(None, description="the environment variable holding the key on each node")
+    health_check_period_s: Optional[float] = Field(None, gt=0)
+    health_check_timeout_s: Optional[float] = Field(None, gt=0)

@@ -110,15 +110,26 @@ def read_targets(out: Path, split: str, columns: list[str] | None = None) -> pa.
     return pa.concat_tables(tables)
 
 
+def dense(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A (nested) fixed-size-list column (`target` L x d, `query_emb` d) → a dense array [n, *sizes]."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    shape, values = [], column
+    while pa.types.is_fixed_size_list(values.type):
+        shape.append(values.type.list_size)
+        values = values.flatten()
+    return values.to_numpy(zero_copy_only=False).reshape(len(column), *shape)
+
+
+def valid_rows(n_valid: np.ndarray, rows: int) -> np.ndarray:
+    """[n] counts of real rows → [n, rows] bool: row j of a target is real iff j < n_valid (padding after)."""
+    return np.arange(rows)[None, :] < np.asarray(n_valid)[:, None]
+
+
 def target_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """(targets [n, L, d] float32, valid [n, L] bool) from a table with `target` and `n_valid`."""
-    target = table.column("target").combine_chunks()
-    rows, dim = target.type.list_size, target.type.value_type.list_size
-    x = target.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, rows, dim)
-    valid = np.arange(rows)[None, :] < table.column("n_valid").to_numpy()[:, None]
-    return x, valid
+    x = dense(table.column("target"))
+    return x, valid_rows(table.column("n_valid").to_numpy(), x.shape[1])
 
 
 def query_embeddings(table: pa.Table) -> np.ndarray:
-    column = table.column("query_emb").combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size)
+    return dense(table.column("query_emb"))
