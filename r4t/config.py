@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from r4t.errors import ConfigError
@@ -691,19 +691,35 @@ def _describe(e: OmegaConfBaseException) -> str:
     return f"key '{key}': {msg}" if key else msg
 
 
+def _file_layers(path: Path, below: tuple[Path, ...] = ()) -> list[tuple[Path, DictConfig]]:
+    """A job file and the files it builds on, base first: `base: other.yaml` (relative to the file) makes the file
+    state only what differs from the other, so the two cannot drift apart."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    if path.resolve() in below:
+        raise ConfigError(f"{path}: `base` comes back to this file ({' -> '.join(str(p) for p in below)})")
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as e:  # YAML syntax errors come from the yaml parser
+        raise ConfigError(f"{path}: cannot parse YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, DictConfig):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not a {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return [(path, raw)]
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: {base!r} must be the path of another job file")
+    return _file_layers(path.parent / base, (*below, path.resolve())) + [(path, raw)]
+
+
 def load_config(schema: type[T], path: str | os.PathLike | None = None, overrides: list[str] = ()) -> T:
     """Schema defaults ← YAML file ← dotted overrides, checked at each step; returns a schema instance."""
     cfg = OmegaConf.structured(schema)
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
+    for file, layer in _file_layers(Path(path)) if path is not None else []:
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as e:
-            raise ConfigError(f"{path}: {_describe(e)}") from None
-        except Exception as e:  # YAML syntax errors come from the yaml parser
-            raise ConfigError(f"{path}: cannot parse YAML ({str(e).splitlines()[0]})") from None
+            raise ConfigError(f"{file}: {_describe(e)}") from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"command line: override {item!r} is not of the form key=value")

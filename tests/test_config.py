@@ -246,3 +246,19 @@ def test_demo_file_differs_from_the_stage_defaults_only_in_its_sizes() -> None:
         for key, value in to_dict(default).items():
             if f"{section}.{key}" not in DEMO_SIZES:
                 assert demo[section][key] == value, f"demo.yaml {section}.{key}"
+
+
+def test_a_job_file_states_only_what_differs_from_its_base(tmp_path: Path) -> None:
+    """`base: other.yaml` layers a file over another (relative to it), so a demo file cannot drift from the
+    pipeline file it shrinks; a base that comes back to the file is refused by name."""
+    write(tmp_path / "full.yaml", "run_dir: /cluster\nindex:\n  nprobe: 64\n  factory: IVF16,Flat\n")
+    write(tmp_path / "small.yaml", "base: full.yaml\nindex:\n  nprobe: 2\n")
+    cfg = load_config(PrepareConfig, tmp_path / "small.yaml", ["seed=3"])
+    assert (cfg.run_dir, cfg.index.nprobe, cfg.index.factory, cfg.seed) == ("/cluster", 2, "IVF16,Flat", 3)
+    write(tmp_path / "a.yaml", "base: b.yaml\n")
+    write(tmp_path / "b.yaml", "base: a.yaml\n")
+    with pytest.raises(ConfigError, match="comes back"):
+        load_config(PrepareConfig, tmp_path / "a.yaml")
+    write(tmp_path / "typo.yaml", "base: full.yaml\nindx:\n  nprobe: 2\n")
+    with pytest.raises(ConfigError, match="typo.yaml.*indx"):
+        load_config(PrepareConfig, tmp_path / "typo.yaml")
