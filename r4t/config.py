@@ -712,12 +712,23 @@ def _file_layers(path: Path, below: tuple[Path, ...] = ()) -> list[tuple[Path, D
     return _file_layers(path.parent / base, (*below, path.resolve())) + [(path, raw)]
 
 
+def _empty_mappings(node: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted keys of a YAML layer whose value is an empty mapping."""
+    out = []
+    for key, value in node.items_ex(resolve=False):
+        if isinstance(value, DictConfig):
+            out += [f"{prefix}{key}"] if len(value) == 0 else _empty_mappings(value, f"{prefix}{key}.")
+    return out
+
+
 def load_config(schema: type[T], path: str | os.PathLike | None = None, overrides: list[str] = ()) -> T:
     """Schema defaults ← YAML file ← dotted overrides, checked at each step; returns a schema instance."""
     cfg = OmegaConf.structured(schema)
     for file, layer in _file_layers(Path(path)) if path is not None else []:
         try:
             cfg = OmegaConf.merge(cfg, layer)
+            for key in _empty_mappings(layer):  # `{}` over a base's mapping empties it (a merge would keep it)
+                OmegaConf.update(cfg, key, {}, merge=False)
         except OmegaConfBaseException as e:
             raise ConfigError(f"{file}: {_describe(e)}") from None
     for item in overrides:

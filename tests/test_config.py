@@ -251,14 +251,16 @@ def test_demo_file_differs_from_the_stage_defaults_only_in_its_sizes() -> None:
 def test_a_job_file_states_only_what_differs_from_its_base(tmp_path: Path) -> None:
     """`base: other.yaml` layers a file over another (relative to it), so a demo file cannot drift from the
     pipeline file it shrinks; a base that comes back to the file is refused by name."""
-    write(tmp_path / "full.yaml", "run_dir: /cluster\nindex:\n  nprobe: 64\n  factory: IVF16,Flat\n")
-    write(tmp_path / "small.yaml", "base: full.yaml\nindex:\n  nprobe: 2\n")
-    cfg = load_config(PrepareConfig, tmp_path / "small.yaml", ["seed=3"])
+    write(tmp_path / "full.yaml", "run_dir: /cluster\nindex:\n  nprobe: 64\n  factory: IVF16,Flat\n"
+                                  "rl_workers:\n  reward_resources: {scoring: 1}\n  reward: 8\n")
+    write(tmp_path / "small.yaml", "base: full.yaml\nindex:\n  nprobe: 2\nrl_workers:\n  reward_resources: {}\n")
+    cfg = load_config(PipelineConfig, tmp_path / "small.yaml", ["seed=3"])
     assert (cfg.run_dir, cfg.index.nprobe, cfg.index.factory, cfg.seed) == ("/cluster", 2, "IVF16,Flat", 3)
+    assert cfg.rl_workers.reward_resources == {} and cfg.rl_workers.reward == 8  # `{}` empties the base mapping
     write(tmp_path / "a.yaml", "base: b.yaml\n")
     write(tmp_path / "b.yaml", "base: a.yaml\n")
     with pytest.raises(ConfigError, match="comes back"):
         load_config(PrepareConfig, tmp_path / "a.yaml")
     write(tmp_path / "typo.yaml", "base: full.yaml\nindx:\n  nprobe: 2\n")
     with pytest.raises(ConfigError, match="typo.yaml.*indx"):
-        load_config(PrepareConfig, tmp_path / "typo.yaml")
+        load_config(PipelineConfig, tmp_path / "typo.yaml")
