@@ -18,6 +18,9 @@ from r4t.errors import DataError
 from r4t.io import atomic_path, check_manifest, read_json, sha256_file, write_json
 
 MANIFEST_FILE, IDS_FILE = "manifest.json", "item_ids.json"
+# faiss 1.15 computes exact inner products without BLAS below 128,000 queries at once; with BLAS from 16 queries a
+# batch of 128 against 35,490 items takes 0.10-0.14 s instead of 0.43-0.50 s on 2 cores (1,280 queries: alike).
+faiss.cvar.distance_compute_blas_threshold = 16
 TRAIN_SAMPLE = 100_000  # vectors used to train IVF/PQ quantizers
 
 
