@@ -102,7 +102,7 @@ class Ingress:
         if req.method == "R4T-Diffusion":
             rows = await self.denoiser.sample.remote((q, req.steps, req.guidance, req.seed))
         t2 = time.perf_counter()
-        out = await self.index.ground.remote(np.asarray(rows, np.float32), q, req.k)
+        out = await self.index.ground.remote(None if rows is None else np.asarray(rows, np.float32), q, req.k)
         t3 = time.perf_counter()
         return FanoutResponse(query=req.query, method=req.method, items=out["items"], metrics=out["metrics"],
                               versions=self.versions,
