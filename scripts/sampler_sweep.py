@@ -20,14 +20,14 @@ from r4t.catalog import prepare_catalog
 from r4t.config import DiffusionConfig
 from r4t.diffusion.checkpoint import load_model
 from r4t.embed import TextEncoder
-from r4t.eval.judge import E5Judge
 from r4t.eval.compare import eval_queries, fanout_latency, jaccard
+from r4t.eval.judge import E5Judge
 from r4t.eval.report import interval_cell
-from r4t.stats import mean_ci
 from r4t.jobs.common import add_config_args, config_from_args
 from r4t.jobs.eval import catalog_judge
 from r4t.policy.context import catalog_context
 from r4t.retrieve.methods import DiffusionFanout
+from r4t.stats import mean_ci
 
 REFERENCE = ("euler", 256)
 GRID = [("euler", n) for n in (1, 2, 4, 8, 16, 32, 64, 128, 256)] + \

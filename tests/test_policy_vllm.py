@@ -11,8 +11,8 @@ from transformers import Qwen3ForCausalLM
 from r4t.config import BootstrapConfig
 from r4t.errors import ConfigError
 from r4t.policy.backend import SamplingSettings
-from r4t.policy.engines import make_backend
 from r4t.policy.bootstrap import model_config, supervised_warm_start, train_tokenizer
+from r4t.policy.engines import make_backend
 from r4t.policy.model import load_policy, pack, save_policy, token_logprobs
 from r4t.policy.vllm_backend import VLLMBackend
 

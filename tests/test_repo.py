@@ -45,7 +45,7 @@ def test_readme_is_short_and_every_link_in_the_docs_resolves():
             file = (page.parent / path).resolve() if path else page
             if not file.exists():
                 broken.append(f"{page.name}: {target} (no such file)")
-            elif anchor and anchor not in {_slug(h) for h in re.findall(r"^#+ (.*)$", file.read_text(), re.M)}:
+            elif anchor and anchor not in {_slug(h) for h in re.findall(r"^#+ (.*)$", file.read_text(), re.MULTILINE)}:
                 broken.append(f"{page.name}: {target} (no such heading)")
     assert broken == []
 

@@ -18,13 +18,13 @@ from tqdm import tqdm
 
 from r4t.catalog import PreparedCatalog
 from r4t.config import BaselineEvalConfig, RetrievalEvalConfig, RewardConfig
-from r4t.embed import TextEncoder
 from r4t.data.handwritten import handwritten_queries
+from r4t.embed import TextEncoder
 from r4t.eval.judge import JUDGE_METRICS, Judge
 from r4t.eval.production_music import library_share
-from r4t.stats import mean_ci
 from r4t.retrieve.methods import FanoutMethod
 from r4t.rewards.set_metrics import returned_set_metrics
+from r4t.stats import mean_ci
 
 OAR_METRICS = ("composite", "ground", "div", "div_raw", "align", "category_share")
 WSCR_METRICS = ("recall", "hit", "div_raw")

@@ -14,8 +14,8 @@ from r4t.bench import machine
 from r4t.catalog import prepare_catalog
 from r4t.config import EvalConfig, to_dict
 from r4t.embed import TextEncoder
-from r4t.eval.judge import E5Judge, Judge
 from r4t.eval.compare import compare_methods, eval_queries
+from r4t.eval.judge import E5Judge, Judge
 from r4t.eval.production_music import library_rows
 from r4t.eval.report import comparison_tables, write_report
 from r4t.jobs.common import stage_main, synced_stage

@@ -23,13 +23,13 @@ from r4t.catalog import PreparedCatalog
 from r4t.config import RLlibConfig, to_dict
 from r4t.embed import TextEncoder
 from r4t.errors import ConfigError, DataError
-from r4t.stats import mean_ci
 from r4t.io import atomic_path, read_json, write_json
 from r4t.jobs.common import stage_catalogs, stage_main, synced_stage
 from r4t.rewards.scorer import RewardScorer
 from r4t.rl.latent import CONFIG_FILE, LatentAction, make_basis, make_offsets
 from r4t.rl.latent_env import LatentProblem, save_problem
 from r4t.rl.latent_trainer import LatentTrainer
+from r4t.stats import mean_ci
 from r4t.storage import publish
 
 # Keys that may change between a run and its resumption (how long, how often, what is evaluated after).

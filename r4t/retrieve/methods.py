@@ -19,8 +19,8 @@ from r4t.errors import DataError
 from r4t.grounding import GroundedSets, distinct_positions, ground_sets, item_groups, search_distinct
 from r4t.index import ItemIndex
 from r4t.policy.backend import SamplingSettings
-from r4t.policy.engines import make_backend
 from r4t.policy.context import PromptContext, fanout_prompts, resolve
+from r4t.policy.engines import make_backend
 from r4t.rewards.parse import usable_subqueries
 from r4t.rewards.set_metrics import set_quality
 from r4t.rewards.terms import groundedness

@@ -9,8 +9,8 @@ import numpy as np
 from r4t.catalog import PreparedCatalog
 from r4t.config import PolicyConfig, PolicyEvalConfig, RewardConfig
 from r4t.policy.backend import SamplingSettings
-from r4t.policy.engines import make_backend
 from r4t.policy.context import fanout_prompts, prompt_context, resolve
+from r4t.policy.engines import make_backend
 from r4t.rewards.scorer import RewardScorer
 from r4t.rewards.set_metrics import category_share
 from r4t.stats import mean_ci

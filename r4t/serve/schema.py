@@ -66,11 +66,11 @@ class AppArgs(BaseModel):
     encoder: StrictStr = "minilm"
     device: StrictStr = "cpu"
     threads: StrictInt = Field(1, ge=1, description="torch threads per replica")
-    sampler: Optional[dict] = Field(None, description="sampler settings over the model's (method, steps, guidance, ...)")
+    sampler: dict | None = Field(None, description="sampler settings over the model's (method, steps, guidance, ...)")
     nprobe: StrictInt = Field(16, ge=1)
     ef_search: StrictInt = Field(64, ge=1)
     denoiser_replicas: StrictInt = Field(1, ge=1)
-    api_key: Optional[StrictStr] = Field(None, description="a literal key clients send as x-api-key")
-    api_key_env: Optional[StrictStr] = Field(None, description="the environment variable holding the key on each node")
-    health_check_period_s: Optional[float] = Field(None, gt=0)
-    health_check_timeout_s: Optional[float] = Field(None, gt=0)
+    api_key: StrictStr | None = Field(None, description="a literal key clients send as x-api-key")
+    api_key_env: StrictStr | None = Field(None, description="the environment variable holding the key on each node")
+    health_check_period_s: float | None = Field(None, gt=0)
+    health_check_timeout_s: float | None = Field(None, gt=0)

@@ -20,8 +20,8 @@ import torch
 from r4t.config import SynthSettings
 from r4t.grounding import ground_sets
 from r4t.policy.backend import SamplingSettings
-from r4t.policy.engines import make_backend
 from r4t.policy.context import resolve
+from r4t.policy.engines import make_backend
 from r4t.storage import fetch, publish
 from r4t.synth.targets import write_shard
 
