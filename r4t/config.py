@@ -455,7 +455,7 @@ class SamplerConfig:
     # so one network evaluation is the default; guidance (the paper: 0.1) changed no metric beyond its interval.
     method: str = "euler"
     steps: int = 1
-    # Inside what training covers (train.sigma_min/max). the paper's [1e-4, 80] is EDM's range for data of scale
+    # Inside what training covers (train.sigma_min/max). The paper's [1e-4, 80] is EDM's range for data of scale
     # 0.5; unit-norm rows of d=384 have sigma_data ~0.05, and sigma = 2 already buries a row (noise norm ~39).
     sigma_min: float = 2e-3
     sigma_max: float = 2.0
