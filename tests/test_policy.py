@@ -84,6 +84,28 @@ def test_transformers_backend_logprobs_match_the_learner(tiny_policy: Path, temp
     assert [r.text for r in again] == [r.text for r in rollouts]
 
 
+def test_token_logprobs_shares_each_prompt_and_matches_one_full_forward(tiny_policy: Path) -> None:
+    """Rows with one prompt run it once; values and gradients must equal a plain forward over every full sequence."""
+    model, tok = load_policy(tiny_policy)
+    model = model.double()
+    g = torch.Generator().manual_seed(3)
+    prompt_a, prompt_b = (torch.randint(2, len(tok), (n,), generator=g).tolist() for n in (37, 21))
+    prompts = [prompt_a] * 3 + [prompt_b] * 2 + [prompt_a]  # a group need not be contiguous
+    completions = [torch.randint(2, len(tok), (n,), generator=g).tolist() for n in (5, 9, 1, 7, 3, 4)]
+    batch = pack(prompts, completions, tok.pad_token_id)
+    logp, entropy = token_logprobs(model, batch, 0.7, with_entropy=True)
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1] / 0.7
+    full = torch.log_softmax(logits, dim=-1)
+    expected = full.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1) * batch.completion_mask
+    expected_entropy = -(full.exp() * full).sum(-1) * batch.completion_mask
+    torch.testing.assert_close(logp, expected.to(logp.dtype), rtol=0, atol=1e-5)  # float32 log-softmax
+    torch.testing.assert_close(entropy, expected_entropy.to(entropy.dtype), rtol=0, atol=1e-5)
+    grads = torch.autograd.grad(logp.sum() + entropy.sum(), list(model.parameters()))
+    want = torch.autograd.grad(expected.sum() + expected_entropy.sum(), list(model.parameters()))
+    for got, ref in zip(grads, want):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
 def test_learner_checkpoint_round_trips_weights_and_optimizer(tmp_path: Path, tiny_policy: Path) -> None:
     backend = TransformersBackend(str(tiny_policy))
     rollouts = backend.generate([build_prompt(q, k=TINY_K) for q in TINY_QUERIES[:2]],

@@ -59,6 +59,8 @@ class PackedBatch:
     attention_mask: torch.Tensor  # [B, T] long
     completion_mask: torch.Tensor  # [B, T-1] float, 1 where token j+1 is a completion token
     logp_old: torch.Tensor  # [B, T-1] float, sampling-policy log-probs at completion positions, 0 elsewhere
+    prompt_ids: list[list[int]]  # per row, its prompt and its completion (the rows of a GRPO group share one prompt)
+    completion_ids: list[list[int]]
 
 
 def pack(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,
@@ -76,25 +78,43 @@ def pack(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: i
         mask[i, len(p) - 1: n - 1] = 1
         if logprobs is not None:
             logp_old[i, len(p) - 1: n - 1] = torch.tensor(logprobs[i])
-    return PackedBatch(input_ids, attention, mask, logp_old)
+    return PackedBatch(input_ids, attention, mask, logp_old, [list(p) for p in prompt_ids],
+                       [list(c) for c in completion_ids])
 
 
 def token_logprobs(model: PreTrainedModel, batch: PackedBatch, temperature: float = 1.0,
                    with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log softmax(logits / T) of each next token: [B, T-1]; with_entropy also the distribution's entropy.
-    Columns before the batch's first completion position are 0: only the tail from there gets the output
-    layer, which with a long prompt (items listed in it) is most of the work saved."""
-    device = model.device
+    """log softmax(logits / T) of each completion token, [B, T-1] in `pack`'s layout (0 off the completions);
+    with_entropy also the distribution's entropy there.
+
+    Rows with the same prompt (the G samples of a GRPO group) run it once: the prompt's keys and values are
+    computed once, repeated for each completion, and the completions attend to them. With a long prompt (items
+    listed in it) and short completions this is most of the work saved, and gradients flow through the shared
+    prompt as through G copies of it. Only completion positions get the output layer."""
     B, T = batch.input_ids.shape
-    first = int(batch.completion_mask.any(dim=0).to(torch.int8).argmax())  # column j scores token j + 1
-    logits = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                   logits_to_keep=T - first).logits  # positions first .. T-1
-    logp_all = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
-    tail = logp_all.gather(-1, batch.input_ids[:, first + 1:].to(device).unsqueeze(-1)).squeeze(-1)
-    logp = torch.zeros(B, T - 1, device=device, dtype=tail.dtype)
-    logp[:, first:] = tail
-    entropy = None
-    if with_entropy:
-        entropy = torch.zeros_like(logp)
-        entropy[:, first:] = -(logp_all.exp() * logp_all).sum(-1)
+    device = model.device
+    logp = torch.zeros(B, T - 1, device=device)
+    entropy = torch.zeros(B, T - 1, device=device) if with_entropy else None
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, prompt in enumerate(batch.prompt_ids):
+        groups.setdefault(tuple(prompt), []).append(i)
+    decoder = model.get_decoder()
+    for prompt, rows in groups.items():
+        P, comps = len(prompt), [batch.completion_ids[i] for i in rows]
+        width = max(map(len, comps))
+        prefix = decoder(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+        cache = prefix.past_key_values
+        cache.batch_repeat_interleave(len(rows))
+        ids = torch.tensor([c + [0] * (width - len(c)) for c in comps], device=device)
+        seen = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in comps], device=device)
+        attention = torch.cat([torch.ones(len(rows), P, dtype=seen.dtype, device=device), seen], dim=1)
+        hidden = decoder(input_ids=ids, attention_mask=attention, past_key_values=cache).last_hidden_state
+        # The prompt's last position predicts the first completion token; each completion token the next.
+        hidden = torch.cat([prefix.last_hidden_state[:, -1:].expand(len(rows), 1, -1), hidden[:, :-1]], dim=1)
+        logp_all = torch.log_softmax(model.lm_head(hidden).float() / temperature, dim=-1)  # [G, width, vocab]
+        scored = logp_all.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+        for j, (i, c) in enumerate(zip(rows, comps)):
+            logp[i, P - 1:P - 1 + len(c)] = scored[j, :len(c)]
+            if with_entropy:
+                entropy[i, P - 1:P - 1 + len(c)] = -(logp_all[j, :len(c)].exp() * logp_all[j, :len(c)]).sum(-1)
     return logp, entropy
