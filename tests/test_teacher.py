@@ -74,7 +74,7 @@ def test_every_teacher_resolves_its_own_run_and_refuses_another_kind(tmp_path, k
     for other in TEACHERS.values():
         if other is not TEACHERS[kind]:
             assert not other.holds(policy)
-            with pytest.raises(DataError, match=rf"synth.teacher='run': the run {run} has not finished .*"
+            with pytest.raises(DataError, match=rf"synth.teacher='run': the {other.label} run {run} has not finished .*"
                                                 rf"python -m {other.job} name=run"):
                 other.from_run(run, "synth.teacher='run'")
 

@@ -67,6 +67,11 @@ def build_method(name: str, cfg: EvalConfig, cat: PreparedCatalog, encoder: Text
             raise DataError(f"{label}: no policy at {path}; run `python -m r4t.jobs.rl` first")
         return lm_fanout(label, path, cat, encoder, p, cfg.reward, cfg.eval.lm_temperature, cfg.seed, samples)
 
+    def teacher(kind: type[Teacher], run: str) -> FanoutMethod:
+        """The final policy of the run `run` of this kind, as its retrieval method."""
+        return teacher_fanout(kind.from_run(root / run, name), cat, encoder, p, cfg.reward, cfg.eval.lm_temperature,
+                              cfg.seed)
+
     if name == "no fan-out":
         return NoFanout(cat.index, cat.item_emb)
     if name == "category-diverse":
@@ -77,10 +82,10 @@ def build_method(name: str, cfg: EvalConfig, cat: PreparedCatalog, encoder: Text
         return lm(name, root / "policy" / "warm_start")
     if name == "best-of-N LM":
         return lm(f"best-of-{m.best_of} LM", root / "policy" / "warm_start", m.best_of)
-    if name in (LMTeacher.method, RLlibTeacher.method):
-        kind, run = (LMTeacher, m.rl_run) if name == LMTeacher.method else (RLlibTeacher, m.rllib_run)
-        return teacher_fanout(kind.from_run(root / run, name), cat, encoder, p, cfg.reward, cfg.eval.lm_temperature,
-                              cfg.seed)
+    if name == LMTeacher.method:
+        return teacher(LMTeacher, m.rl_run)
+    if name == RLlibTeacher.method:
+        return teacher(RLlibTeacher, m.rllib_run)
     if name == "R4T-Diffusion" or name.startswith(DIFFUSION_AT):
         run = m.diffusion_run if name == "R4T-Diffusion" else name[len(DIFFUSION_AT):]
         folder = fetch(root / run / "model")

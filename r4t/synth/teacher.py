@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
@@ -46,6 +45,8 @@ class Teacher(ABC):
 
     kind: ClassVar[str]  # the key in TEACHERS, and what a run's teacher.json says
     job: ClassVar[str]  # the module that trains one
+    label: ClassVar[str]  # what its runs are called in messages
+    artifact: ClassVar[str]  # what a finished run of it holds, in messages
     method: ClassVar[str]  # its name as a retrieval method (methods.names, eval tables)
 
     def __init__(self, path: Path, run: Path | None = None):
@@ -93,11 +94,11 @@ class Teacher(ABC):
         """The final policy of a run of this kind; `who` (the key or method asking) heads the error otherwise."""
         folder = cls.final(run)
         if folder is None:
-            raise DataError(f"{who}: the run {run} has not finished (no final {cls.kind} policy); run or resume "
+            raise DataError(f"{who}: the {cls.label} run {run} has not finished (no {cls.artifact}); run or resume "
                             f"`python -m {cls.job} name={run.name}` first")
         return cls(folder, run)
 
-    @cached_property
+    @property
     def policy_hash(self) -> str:
         return sha256_file(self.weights)
 
@@ -109,7 +110,7 @@ class Teacher(ABC):
 class LMTeacher(Teacher):
     """The fan-out LM: completions of K sub-query lines, parsed, embedded and scored."""
 
-    kind, job, method = "lm", "r4t.jobs.rl", "R4T-FOLM"
+    kind, job, label, artifact, method = "lm", "r4t.jobs.rl", "RL", "final checkpoint", "R4T-FOLM"
 
     @staticmethod
     def holds(folder: Path) -> bool:
@@ -170,7 +171,7 @@ class LMGeneration(Generation):
 class RLlibTeacher(Teacher):
     """The LLM-free teacher: k rows in embedding space per sample of its Gaussian, no text."""
 
-    kind, job, method = "rllib", "r4t.jobs.rllib", "RLlib policy"
+    kind, job, label, artifact, method = "rllib", "r4t.jobs.rllib", "RLlib", "final exported policy", "RLlib policy"
 
     @staticmethod
     def holds(folder: Path) -> bool:
