@@ -42,6 +42,12 @@ class PreparedCatalog:
         return category_codes(self.dataset.items)
 
     @property
+    def fingerprint(self) -> dict:
+        """What a model trained on this catalog records of it, and is checked against when loaded for it."""
+        return {"catalog_hash": self.dataset.catalog_hash, "dim": self.index.dim,
+                "encoder": self.index.manifest["encoder"]}
+
+    @property
     def texts(self) -> list[str]:
         return self.dataset.items.column("text").to_pylist()
 

@@ -12,7 +12,7 @@ from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
 from r4t.eval.compare import teacher_overlap
 from r4t.policy.prompt import PLAIN_TEMPLATE
 from r4t.grounding import item_groups, text_key
-from r4t.retrieve.methods import (MMR, CategoryDiverse, DiffusionFanout, LatentPolicyFanout, LMFanout, NoFanout,
+from r4t.retrieve.methods import (MMR, CategoryDiverse, DiffusionFanout, LMFanout, NoFanout, RLlibPolicyFanout,
                                   wscr_retrievals)
 from r4t.rewards.parse import usable_subqueries
 
@@ -175,7 +175,7 @@ def test_no_method_returns_the_same_text_twice(dup_catalog, encoder, tiny_policy
     model = EDMDenoiser(DenoiserConfig(dim=cat.emb.shape[1], rows=3, hidden=32, mlp=64, heads=2, layers=1),
                         sigma_data=0.05).eval()
     methods = [NoFanout(cat.index, cat.emb), CategoryDiverse(cat.index, cat.emb, cat.category_codes, candidates=k),
-               MMR(cat.index, cat.emb, lam=1.0, candidates=k), LatentPolicyFanout(Collapsed(), cat.index, cat.emb),
+               MMR(cat.index, cat.emb, lam=1.0, candidates=k), RLlibPolicyFanout(Collapsed(), cat.index, cat.emb),
                DiffusionFanout(model, SamplerConfig(method="heun", steps=2), cat.index, cat.emb)]
     for method in methods:
         _one_per_text(method.retrieve(DUP_QUERIES, q, k, m), cat, k)

@@ -15,6 +15,7 @@ from r4t.jobs import synth as job
 from r4t.policy.prompt import PLAIN_TEMPLATE
 from r4t.synth.synthesize import pending_shards, plan_shards, run_shards
 from r4t.synth.targets import query_embeddings, read_manifest, read_targets, target_arrays
+from r4t.synth.teacher import resolve_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,15 +70,13 @@ def test_interrupted_synthesis_resumes_to_exactly_the_uninterrupted_rows(ray_loc
     spec = cfg.datasets[0]
     cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress=False)
     root = Path(cfg.run_dir) / "tiny"
-    teacher = job.resolve_teacher(cfg, root)
-    ident = job.identity(cfg, cat, teacher, job.sha256_file(teacher / "model.safetensors"))
+    teacher = resolve_teacher(cfg.synth.teacher, root)
+    ident = job.identity(cfg, cat, teacher)
     out = root / cfg.name
     job.check_identity(out, ident)
     shards = plan_shards(job.split_queries(cat, cfg, encoder), cfg.synth, cfg.seed, out)
-    gen = job.Generation(cfg.policy.backend, str(teacher), ident["policy_hash"], "cpu", cfg.policy.max_new_tokens,
-                         TINY_K)
     factory = job.scorer_factory(cfg.run_dir, spec, cfg.embed, cfg.index, cfg.reward, cfg.seed)
-    run_shards(shards[:1], gen, factory, cfg.synth, ident, cfg.workers, {"dataset": "tiny", "run": "b"}, False)
+    run_shards(shards[:1], teacher.generation(cfg), factory, cfg.synth, ident, cfg.workers, {"dataset": "tiny", "run": "b"}, False)
     Path(shards[1].path).with_name(".part-00001.parquet.x1y2.tmp").write_bytes(b"PAR1 half a file")
     with pytest.raises(DataError, match="did not finish"):
         read_targets(out, "train")
@@ -117,10 +116,9 @@ def test_teacher_and_config_errors(tmp_path, tiny_rl_source, tiny_policy):
     (run / "checkpoints" / "step-000002").mkdir(parents=True)
     cfg = synth_config(tmp_path, tiny_rl_source, tiny_policy, "synth.teacher=rl")
     with pytest.raises(DataError, match="has not finished"):
-        job.resolve_teacher(cfg, tmp_path / "tiny")
+        resolve_teacher(cfg.synth.teacher, tmp_path / "tiny")
     with pytest.raises(ConfigError, match="synth.teacher"):
-        job.resolve_teacher(synth_config(tmp_path, tiny_rl_source, tiny_policy, "synth.teacher=nowhere"),
-                            tmp_path / "tiny")
+        resolve_teacher("nowhere", tmp_path / "tiny")
     with pytest.raises(ConfigError, match="synth.rows"):
         synth_config(tmp_path, tiny_rl_source, tiny_policy, "synth.task=wscr", "synth.rows=2")
     with pytest.raises(ConfigError, match="synth.keep_top"):

@@ -1,5 +1,5 @@
 """Stage 3: Ray Train fits the set denoiser on the synthesized targets, exports it, and compares it on held-out
-queries with the policy it distills (R4T-FOLM) and with no fan-out, quality and fan-out latency.
+queries with the teacher it distils (R4T-FOLM or the RLlib policy) and with no fan-out, quality and fan-out latency.
 
     python -m r4t.jobs.diffusion --config jobs/diffusion.yaml [key=value ...]
 
@@ -31,9 +31,10 @@ from r4t.policy.context import PromptContext, catalog_context
 from r4t.index import MANIFEST_FILE as INDEX_MANIFEST
 from r4t.io import atomic_path, check_manifest, read_json, sha256_file, write_json
 from r4t.jobs.common import stage_catalogs, stage_main, synced_stage
-from r4t.retrieve.load import lm_fanout
+from r4t.retrieve.load import teacher_fanout
 from r4t.retrieve.methods import DiffusionFanout, NoFanout
 from r4t.synth.targets import query_embeddings, read_manifest, read_targets, target_arrays
+from r4t.synth.teacher import teacher_at
 
 
 def targets_folder(cfg: DiffusionConfig, root: Path) -> Path:
@@ -82,9 +83,7 @@ def train(cfg: DiffusionConfig, cat: PreparedCatalog, root: Path) -> tuple[EDMDe
     manifest = read_manifest(folder)
     ident = manifest["identity"]
     index = cat.index.manifest
-    check_manifest(ident, {"catalog_hash": cat.dataset.catalog_hash, "dim": cat.index.dim,
-                           "encoder": index["encoder"], "encoder_hash": index["weights_hash"]},
-                   str(folder / "manifest.json"))
+    check_manifest(ident, {**cat.fingerprint, "encoder_hash": index["weights_hash"]}, str(folder / "manifest.json"))
     model_cfg = model_config(cfg, ident["dim"], ident["rows"])
     # Before a long training: the sampler this job evaluates with stays where the training draws noise levels.
     check_sampler_range(cfg.sampler, {"sigma_data": manifest["sigma_data"], "train": to_dict(cfg.train)},
@@ -117,11 +116,13 @@ def train(cfg: DiffusionConfig, cat: PreparedCatalog, root: Path) -> tuple[EDMDe
 
 def evaluate(cfg: DiffusionConfig, cat: PreparedCatalog, encoder: TextEncoder, model: EDMDenoiser,
              teacher: str, progress: bool = True) -> dict:
-    if not (Path(teacher) / "config.json").is_file():
+    """The denoiser against no fan-out and the teacher its targets came from (`teacher`: identity.teacher)."""
+    found = teacher_at(Path(teacher))
+    if found is None:
         raise DataError(f"the teacher policy {teacher!r} named by the targets' manifest (identity.teacher) is not "
-                        "there; run from the directory the synthesis ran in, or restore the RL checkpoint")
+                        "there; run from the directory the synthesis ran in, or restore the teacher's run")
     methods = [NoFanout(cat.index, cat.item_emb),
-               lm_fanout("R4T-FOLM", teacher, cat, encoder, cfg.policy, cfg.reward, cfg.eval.lm_temperature, cfg.seed),
+               teacher_fanout(found, cat, encoder, cfg.policy, cfg.reward, cfg.eval.lm_temperature, cfg.seed),
                DiffusionFanout(model.to(cfg.sampler.device), cfg.sampler, cat.index, cat.item_emb, cfg.seed,
                                catalog_context(cat, model.cfg.context_items, model.cfg.context_per_category))]
     out = compare_methods(methods, cat, eval_queries(cat, cfg.eval, encoder), cfg.eval, cfg.reward,

@@ -27,6 +27,7 @@ from r4t.rewards.scorer import RewardScorer
 from r4t.rl.heldout import evaluate_policy
 from r4t.rl.trainer import PromptPool, RLTrainer, check_config
 from r4t.storage import publish
+from r4t.synth.teacher import LMTeacher
 
 COLUMNS = (("reward", "oar", "reward"), ("composite (all)", "oar", "composite_all"),
            ("composite", "oar", "composite"), ("ground", "oar", "ground"), ("div", "oar", "div"),
@@ -94,6 +95,7 @@ def run(cfg: RLConfig, progress: bool = True) -> dict:
         publish(init)  # the learner and rollout workers may load it on other nodes
         out = root / cfg.name
         write_json(out / "config.json", to_dict(cfg))
+        LMTeacher.mark(out)  # synthesis finds its teacher in this run without guessing
         trainer = RLTrainer(cfg, spec, prompt_pool(cat, cfg.rl.task, encoder, cfg.policy, cfg.reward.k), init,
                             out)
         final = trainer.train(progress)

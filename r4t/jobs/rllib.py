@@ -31,6 +31,7 @@ from r4t.rl.latent_env import LatentProblem, save_problem
 from r4t.rl.latent_trainer import LatentTrainer
 from r4t.stats import mean_ci
 from r4t.storage import publish
+from r4t.synth.teacher import RLlibTeacher
 
 # Keys that may change between a run and its resumption (how long, how often, what is evaluated after).
 RESUMABLE = ("run_dir", "datasets", "resume", "evaluate", "eval", "env_runners")  # datasets: one folder each
@@ -118,6 +119,7 @@ def run(cfg: RLlibConfig, progress: bool = True) -> dict:
         latent = LatentAction(cfg.reward.k, basis, cfg.action.scale,
                               make_offsets(cfg.reward.k, len(basis), cfg.action.offset, cfg.seed))
         write_json(out / "config.json", to_dict(cfg))
+        RLlibTeacher.mark(out)  # synthesis finds its teacher in this run without guessing
         manifest = {"dataset": spec.name, "encoder": cat.index.manifest["encoder"], "dim": cat.index.dim,
                     "catalog_hash": cat.dataset.catalog_hash, "task": cfg.rl.task, "basis": cfg.action.basis}
         t0 = time.perf_counter()

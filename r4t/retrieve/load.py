@@ -13,23 +13,12 @@ from r4t.diffusion.checkpoint import load_model
 from r4t.diffusion.samplers import check_sampler_range
 from r4t.embed import TextEncoder
 from r4t.errors import DataError
-from r4t.io import read_json
 from r4t.policy.context import catalog_context, prompt_context
-from r4t.policy.model import INFO_FILE
-from r4t.retrieve.methods import (MMR, CategoryDiverse, DiffusionFanout, FanoutMethod, LatentPolicyFanout, LMFanout,
-                                  NoFanout)
-from r4t.rl.checkpoint import latest_checkpoint
-from r4t.rl.latent import CONFIG_FILE as LATENT_CONFIG
+from r4t.retrieve.methods import (MMR, CategoryDiverse, DiffusionFanout, FanoutMethod, LMFanout, NoFanout,
+                                  RLlibPolicyFanout)
 from r4t.rl.latent import LatentPolicy
 from r4t.storage import fetch, run_root
-
-
-def final_policy(run: Path) -> Path:
-    """The final checkpoint of a finished RL run."""
-    last = latest_checkpoint(fetch(run / "checkpoints").parent)
-    if last is None or not read_json(last / INFO_FILE).get("final"):
-        raise DataError(f"R4T-FOLM: no finished RL run at {run}; run `python -m r4t.jobs.rl` first")
-    return last
+from r4t.synth.teacher import LMTeacher, RLlibTeacher, Teacher
 
 
 def lm_fanout(label: str, path: str | Path, cat: PreparedCatalog, encoder: TextEncoder, policy: PolicyConfig,
@@ -38,6 +27,26 @@ def lm_fanout(label: str, path: str | Path, cat: PreparedCatalog, encoder: TextE
     return LMFanout(label, str(path), encoder, cat.index, cat.item_emb, policy.template, reward.k,
                     policy.max_new_tokens, temperature, seed, samples=samples, reward=reward, backend=policy.backend,
                     device=policy.device, context=prompt_context(cat, policy))
+
+
+def _lm_teacher(teacher: Teacher, cat: PreparedCatalog, encoder: TextEncoder, policy: PolicyConfig,
+                reward: RewardConfig, temperature: float, seed: int) -> LMFanout:
+    return lm_fanout(teacher.method, teacher.path, cat, encoder, policy, reward, temperature, seed)
+
+
+def _rllib_teacher(teacher: Teacher, cat: PreparedCatalog, *_) -> RLlibPolicyFanout:
+    return RLlibPolicyFanout(LatentPolicy.load(teacher.path, cat.fingerprint), cat.index, cat.item_emb)
+
+
+# Each teacher kind's retrieval method (tests/test_teacher.py: one for every kind in TEACHERS).
+TEACHER_FANOUTS = {LMTeacher.kind: _lm_teacher, RLlibTeacher.kind: _rllib_teacher}
+
+
+def teacher_fanout(teacher: Teacher, cat: PreparedCatalog, encoder: TextEncoder, policy: PolicyConfig,
+                   reward: RewardConfig, temperature: float, seed: int) -> FanoutMethod:
+    """A teacher as the retrieval method named `teacher.method` (R4T-FOLM, RLlib policy), for `r4t eval` and the
+    diffusion stage's comparison alike. An LM samples at `temperature`, prompted as `policy` says."""
+    return TEACHER_FANOUTS[teacher.kind](teacher, cat, encoder, policy, reward, temperature, seed)
 
 
 def diffusion_fanout(folder: Path, sampler: SamplerConfig, cat: PreparedCatalog, seed: int | None,
@@ -58,6 +67,11 @@ def build_method(name: str, cfg: EvalConfig, cat: PreparedCatalog, encoder: Text
             raise DataError(f"{label}: no policy at {path}; run `python -m r4t.jobs.rl` first")
         return lm_fanout(label, path, cat, encoder, p, cfg.reward, cfg.eval.lm_temperature, cfg.seed, samples)
 
+    def teacher(kind: type[Teacher], run: str) -> FanoutMethod:
+        """The final policy of the run `run` of this kind, as its retrieval method."""
+        return teacher_fanout(kind.from_run(root / run, name), cat, encoder, p, cfg.reward, cfg.eval.lm_temperature,
+                              cfg.seed)
+
     if name == "no fan-out":
         return NoFanout(cat.index, cat.item_emb)
     if name == "category-diverse":
@@ -68,21 +82,16 @@ def build_method(name: str, cfg: EvalConfig, cat: PreparedCatalog, encoder: Text
         return lm(name, root / "policy" / "warm_start")
     if name == "best-of-N LM":
         return lm(f"best-of-{m.best_of} LM", root / "policy" / "warm_start", m.best_of)
-    if name == "R4T-FOLM":
-        return lm(name, final_policy(root / m.rl_run))
-    expect = {"catalog_hash": cat.dataset.catalog_hash, "dim": cat.index.dim, "encoder": cat.index.manifest["encoder"]}
+    if name == LMTeacher.method:
+        return teacher(LMTeacher, m.rl_run)
+    if name == RLlibTeacher.method:
+        return teacher(RLlibTeacher, m.rllib_run)
     if name == "R4T-Diffusion" or name.startswith(DIFFUSION_AT):
         run = m.diffusion_run if name == "R4T-Diffusion" else name[len(DIFFUSION_AT):]
         folder = fetch(root / run / "model")
         if not folder.is_dir():
             raise DataError(f"{name}: no model at {folder}; run `python -m r4t.jobs.diffusion name={run}` first")
-        method = diffusion_fanout(folder, cfg.sampler, cat, cfg.seed, expect)
+        method = diffusion_fanout(folder, cfg.sampler, cat, cfg.seed, cat.fingerprint)
         method.name = name
         return method
-    if name == "RLlib policy":
-        folder = fetch(root / m.rllib_run / "policy")
-        if not (folder / LATENT_CONFIG).is_file():
-            raise DataError(f"RLlib policy: no exported policy at {folder}; run `python -m r4t.jobs.rllib "
-                            f"name={m.rllib_run}` first")
-        return LatentPolicyFanout(LatentPolicy.load(folder, expect), cat.index, cat.item_emb)
     raise DataError(f"unknown method {name!r}; known: {', '.join(METHODS)}, or {DIFFUSION_AT}<diffusion run>")

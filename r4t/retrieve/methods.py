@@ -259,9 +259,9 @@ class DiffusionFanout:
         return grounded_result(self.index, self.item_emb, self.generate(query_emb), k, m)
 
 
-class LatentPolicyFanout:
-    """RLlib policy: the LLM-free teacher (r4t.rl.latent). Its deterministic action gives k rows in embedding
-    space per query (one MLP forward, no text); the rows are grounded."""
+class RLlibPolicyFanout:
+    """RLlib policy: the LLM-free teacher (r4t.synth.teacher, r4t.rl.latent). Its deterministic action gives k rows
+    in embedding space per query (one MLP forward, no text); the rows are grounded."""
 
     name = "RLlib policy"
 

@@ -1,7 +1,7 @@
-"""SynthWorker: one Ray actor holding the frozen policy and a RewardScorer; turns a shard of queries into
-target rows and writes the shard. The policy is a fan-out LM (`Generation`: completions, parsed and encoded) or a
-latent policy trained with RLlib (`LatentGeneration`: k rows in embedding space per sample, no text); both are
-scored by the same RewardScorer and written in the same format (a latent sample's `subqueries` is empty).
+"""SynthWorker: one Ray actor holding the frozen teacher and a RewardScorer; turns a shard of queries into
+target rows and writes the shard. How the teacher samples and scores its fan-outs is its Generation's
+(r4t.synth.teacher: the fan-out LM's completions, or the RLlib policy's rows with no text); every teacher's
+fan-outs are kept, built into targets and written the same way (a fan-out without text has empty `subqueries`).
 
 Targets (the paper): OAR rows are the embeddings of the items the fan-out retrieves, grounded to L distinct
 items with the same rule every method uses at inference; WSCR rows are the embeddings of the sub-queries
@@ -11,6 +11,7 @@ items with the same rule every method uses at inference; WSCR rows are the embed
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +20,8 @@ import torch
 
 from r4t.config import SynthSettings
 from r4t.grounding import ground_sets
-from r4t.policy.backend import SamplingSettings
-from r4t.policy.context import resolve
-from r4t.policy.engines import make_backend
-from r4t.storage import fetch, publish
+from r4t.rewards.scorer import RewardScorer
+from r4t.storage import publish
 from r4t.synth.targets import write_shard
 
 
@@ -32,7 +31,7 @@ class Shard:
     index: int
     query_ids: list[str]
     queries: list[str]
-    prompts: list[str]  # the policy's prompt per query (an LM teacher's; unused by a latent one)
+    prompts: list[str]  # the LM teacher's prompt per query (unused by the RLlib teacher)
     listed: list[list[str]]  # the catalog items each prompt lists, which its completions may reference
     references: list[list[str] | None]  # reference item ids per query (WSCR), else None
     seed: int  # sampling seed: a pure function of (run seed, split, shard index), so a rerun repeats it
@@ -40,50 +39,30 @@ class Shard:
 
 
 @dataclass(frozen=True)
-class Generation:
-    backend: str
-    policy_path: str
-    policy_hash: str
-    device: str
-    max_new_tokens: int
-    k: int
-
-    def build(self):
-        return make_backend(self.backend, str(fetch(self.policy_path)), self.device)
-
-
-@dataclass(frozen=True)
-class LatentGeneration:
-    """A latent fan-out policy exported by `python -m r4t.jobs.rllib` (<run>/policy/)."""
+class Generation(ABC):
+    """What a SynthWorker actor is given, one kind per teacher (r4t.synth.teacher): picklable; it loads the policy
+    once on the actor, then scores shard after shard."""
 
     policy_path: str
-    policy_hash: str
-    k: int
 
-    def build(self):
-        from r4t.rl.latent import LatentPolicy
-        return LatentPolicy.load(fetch(self.policy_path))  # the driver checked it against the catalog and reward.k
+    @abstractmethod
+    def load(self):
+        """The policy, loaded on the actor."""
+
+    @abstractmethod
+    def scored(self, policy, shard: Shard, query_emb: np.ndarray, references: list | None, scorer: RewardScorer,
+               settings: SynthSettings) -> dict:
+        """settings.samples fan-outs per query of the shard, grouped by query, scored: RewardScorer.score's terms
+        with `malformed`, `subquery_emb` [n, k, d] and `subqueries` (one list per fan-out)."""
 
 
 class SynthWorker:
-    def __init__(self, generation: Generation | LatentGeneration, scorer_factory, settings: SynthSettings,
-                 identity: dict, torch_threads: int = 1):
+    def __init__(self, generation: Generation, scorer_factory, settings: SynthSettings, identity: dict,
+                 torch_threads: int = 1):
         torch.set_num_threads(torch_threads)
         self.gen, self.settings, self.identity = generation, settings, identity
-        self.backend = generation.build()
+        self.policy = generation.load()
         self.scorer = scorer_factory()
-
-    def _sample(self, shard: Shard) -> list[str]:
-        """settings.samples completions per query, grouped by query."""
-        s, out = self.settings, []
-        for j, start in enumerate(range(0, len(shard.queries), s.prompts_per_call)):
-            prompts, listed = (shard.prompts[start:start + s.prompts_per_call],
-                               shard.listed[start:start + s.prompts_per_call])
-            sampling = SamplingSettings(n=s.samples, temperature=s.temperature, top_p=s.top_p,
-                                        max_new_tokens=self.gen.max_new_tokens, seed=shard.seed * 1000 + j,
-                                        logprobs=False)
-            out += [resolve(r.text, listed[r.prompt_index]) for r in self.backend.generate(prompts, sampling)]
-        return out
 
     def _targets(self, scored: dict, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
         """→ (targets [n, L, d], n_valid [n], item ids per target) for the well-formed samples `ok`."""
@@ -97,23 +76,13 @@ class SynthWorker:
         target[:, :k] = s_emb
         return target, np.full(len(ok), k), [[ids[r] for r in row] for row in scored["top1"][ok]]
 
-    def _sample_latent(self, q_emb: np.ndarray, seed: int, refs: list | None) -> dict:
-        """settings.samples draws of the latent policy's Gaussian per query (grouped by query), scored."""
-        q = np.repeat(q_emb, self.settings.samples, axis=0)
-        rows = self.backend.rows(q, sample=True, temperature=self.settings.temperature, seed=seed)
-        scored = self.scorer.score_embeddings(q, rows, refs)
-        return {**scored, "malformed": np.zeros(len(q), bool), "subquery_emb": rows, "subqueries": [[]] * len(q)}
-
     def run(self, shard: Shard) -> dict:
         """Generate, score, build and write one shard. → its statistics."""
         start, S = time.perf_counter(), self.settings.samples
         queries = [q for q in shard.queries for _ in range(S)]
         refs = [r for r in shard.references for _ in range(S)] if self.settings.task == "wscr" else None
         q_emb = self.scorer.encoder.encode(shard.queries)
-        if isinstance(self.gen, LatentGeneration):
-            scored = self._sample_latent(q_emb, shard.seed, refs)
-        else:
-            scored = self.scorer.score(queries, self._sample(shard), refs, embeddings=True)
+        scored = self.gen.scored(self.policy, shard, q_emb, refs, self.scorer, self.settings)
         keep = self._keep(scored["reward"], scored["malformed"], len(shard.queries))
         target, n_valid, item_ids = self._targets(scored, keep) if len(keep) else (
             np.zeros((0, self.settings.rows, self.scorer.index.dim), np.float32), np.zeros(0, int), [])
@@ -124,7 +93,7 @@ class SynthWorker:
             "target": target, "n_valid": n_valid, "reward": scored["reward"][keep],
             **{name: scored[name][keep] for name in ("ground", "div", "align", "recall")},
             "subqueries": [scored["subqueries"][i] for i in keep], "item_ids": item_ids,
-            "policy_hash": [self.gen.policy_hash] * len(keep)}
+            "policy_hash": [self.identity["policy_hash"]] * len(keep)}
         write_shard(Path(shard.path), columns, self.settings.rows, self.scorer.index.dim, self.identity)
         publish(shard.path)
         return {"split": shard.split, "shard": shard.index, "rows": len(keep), "samples": len(queries),
