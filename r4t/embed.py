@@ -51,18 +51,30 @@ class TextEncoder:
         self.batch_size = batch_size
         self._model = SentenceTransformer(str(self.path), device=device, local_files_only=True)
         self.dim = int(self._model.get_embedding_dimension())
+        self._known: dict[str, np.ndarray] = {}  # text → its embedding by this encoder (`remember`)
 
     @cached_property
     def manifest(self) -> dict:
         return {"encoder": self.model_name, "weights_hash": weights_hash(self.path), "dim": self.dim}
 
+    def remember(self, texts: list[str], emb: np.ndarray) -> None:
+        """Embeddings this encoder already computed (a catalog's items): `encode` looks these texts up instead of
+        running the model. A fan-out's sub-queries are mostly listed item texts, so reward scoring, synthesis and
+        evaluation would otherwise re-encode the catalog piece by piece."""
+        self._known.update(zip(texts, emb))
+
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
         """texts: n strings → [n, dim] float32, unit norm."""
-        if len(texts) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        emb = self._model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                 normalize_embeddings=True, show_progress_bar=progress)
-        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        texts = list(texts)
+        emb = np.zeros((len(texts), self.dim), np.float32)
+        known = [i for i, t in enumerate(texts) if t in self._known]
+        if known:
+            emb[known] = np.stack([self._known[texts[i]] for i in known])
+        new = sorted(set(range(len(texts))) - set(known))
+        if new:
+            emb[new] = self._model.encode([texts[i] for i in new], batch_size=self.batch_size,
+                                          convert_to_numpy=True, normalize_embeddings=True,
+                                          show_progress_bar=progress)
         if not np.isfinite(emb).all():
             bad = int(np.flatnonzero(~np.isfinite(emb).all(axis=1))[0])
             raise DataError(f"encoder {self.model_name}: non-finite embedding for text {texts[bad]!r}")
@@ -96,16 +108,19 @@ def load_embeddings(folder: str | os.PathLike) -> tuple[np.ndarray, dict]:
 
 def embed_catalog(texts: list[str], catalog_hash: str, encoder: TextEncoder, cache_dir: str | os.PathLike,
                   progress: bool = True) -> tuple[np.ndarray, dict]:
-    """Item embeddings for a catalog, reused from `cache_dir` when encoder, weights and catalog all match."""
+    """Item embeddings for a catalog, reused from `cache_dir` when encoder, weights and catalog all match; the
+    encoder remembers them (`TextEncoder.remember`)."""
     want = {**encoder.manifest, "catalog_hash": catalog_hash}
     cache_dir = Path(cache_dir)
     if (cache_dir / EMBEDDINGS_MANIFEST).is_file():
         try:
             emb, manifest = load_embeddings(cache_dir)
             if all(manifest.get(k) == v for k, v in want.items()):
+                encoder.remember(texts, emb)
                 return emb, manifest
         except DataError:
             pass  # a stale or damaged cache is rebuilt below
-    emb = encoder.encode(texts, progress=progress)
-    save_embeddings(cache_dir, emb, want)
-    return load_embeddings(cache_dir)
+    save_embeddings(cache_dir, encoder.encode(texts, progress=progress), want)
+    emb, manifest = load_embeddings(cache_dir)
+    encoder.remember(texts, emb)
+    return emb, manifest

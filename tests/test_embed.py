@@ -71,9 +71,30 @@ def test_encode_is_semantic(encoder) -> None:
 
 
 def test_batch_size_does_not_change_results(encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(encoder, "_known", {})  # the model itself, not texts a catalog taught the encoder
     full = encoder.encode(TEXTS)
     monkeypatch.setattr(encoder, "batch_size", 2)
     np.testing.assert_allclose(encoder.encode(TEXTS), full, atol=1e-5)
+
+
+def test_catalog_texts_are_looked_up_not_re_encoded(encoder, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(encoder, "_known", {})
+    catalog = TEXTS[:3]
+    emb, _ = embed_catalog(catalog, "h", encoder, tmp_path / "cache", progress=False)
+    ran: list[str] = []
+    model_encode = encoder._model.encode
+
+    def counting(texts, **kwargs):
+        ran.extend(texts)
+        return model_encode(texts, **kwargs)
+
+    monkeypatch.setattr(encoder._model, "encode", counting)
+    texts = [catalog[2], "a sub-query the catalog does not hold", catalog[0], catalog[2]]
+    out = encoder.encode(texts)
+    assert ran == ["a sub-query the catalog does not hold"]  # only the new text went through the model
+    np.testing.assert_array_equal(out[[0, 2, 3]], emb[[2, 0, 2]])
+    np.testing.assert_allclose(out, model_encode(texts, normalize_embeddings=True), atol=1e-5)
 
 
 def test_manifest(encoder) -> None:
@@ -88,6 +109,7 @@ def test_nan_embeddings_rejected(encoder, monkeypatch: pytest.MonkeyPatch) -> No
         out[1] = np.nan
         return out
 
+    monkeypatch.setattr(encoder, "_known", {})
     monkeypatch.setattr(encoder._model, "encode", nan_encode)
     with pytest.raises(DataError) as e:
         encoder.encode(["fine", "the bad one", "fine too"])
@@ -95,6 +117,7 @@ def test_nan_embeddings_rejected(encoder, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_nan_embeddings_never_cached(encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(encoder, "_known", {})
     monkeypatch.setattr(encoder._model, "encode", lambda texts, **kw: np.full((len(texts), 384), np.nan, np.float32))
     with pytest.raises(DataError):
         embed_catalog(TEXTS, "h", encoder, tmp_path / "cache", progress=False)
