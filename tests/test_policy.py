@@ -16,7 +16,7 @@ from r4t.config import BootstrapConfig, RLSettings
 from r4t.errors import DataError
 from r4t.policy.backend import SamplingSettings
 from r4t.policy.bootstrap import bootstrap_policy, naive_fanouts, train_tokenizer
-from r4t.policy.hf_backend import TransformersBackend
+from r4t.policy.hf_backend import TransformersBackend, next_token
 from r4t.policy.model import INFO_FILE, load_policy, pack, token_logprobs
 from r4t.policy.prompt import PLAIN_TEMPLATE, build_prompt, format_fanout
 from r4t.rewards.parse import parse_fanout
@@ -104,6 +104,30 @@ def test_token_logprobs_shares_each_prompt_and_matches_one_full_forward(tiny_pol
     want = torch.autograd.grad(expected.sum() + expected_entropy.sum(), list(model.parameters()))
     for got, ref in zip(grads, want):
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_greedy_generation_matches_transformers_generate(tiny_policy: Path) -> None:
+    """The shared-prompt sampler decodes exactly what `generate` of transformers decodes, prompts of unequal
+    length (left padding) included."""
+    backend = TransformersBackend(str(tiny_policy))
+    prompts = [build_prompt(q, k=TINY_K) for q in TINY_QUERIES[:3]]
+    rollouts = backend.generate(prompts, SamplingSettings(n=2, temperature=0.0, max_new_tokens=24, logprobs=False))
+    tok = backend.tokenizer
+    for r in rollouts:
+        ids = torch.tensor([r.prompt_ids])
+        out = backend.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                     max_new_tokens=24, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        assert r.completion_ids == out[0, ids.shape[1]:].tolist()[:len(r.completion_ids)]
+        assert r.truncated == (tok.eos_token_id not in r.completion_ids)
+
+
+def test_next_token_keeps_the_top_p_nucleus() -> None:
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]])).expand(400, 3)
+    g = torch.Generator().manual_seed(0)
+    assert set(next_token(logits, 1.0, 0.5, g).tolist()) == {0}
+    assert set(next_token(logits, 1.0, 0.6, g).tolist()) == {0, 1}
+    assert set(next_token(logits, 1.0, 1.0, g).tolist()) == {0, 1, 2}
+    assert set(next_token(logits, 0.0, 1.0, g).tolist()) == {0}
 
 
 def test_learner_checkpoint_round_trips_weights_and_optimizer(tmp_path: Path, tiny_policy: Path) -> None:
