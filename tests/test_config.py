@@ -264,3 +264,25 @@ def test_a_job_file_states_only_what_differs_from_its_base(tmp_path: Path) -> No
     write(tmp_path / "typo.yaml", "base: full.yaml\nindx:\n  nprobe: 2\n")
     with pytest.raises(ConfigError, match="typo.yaml.*indx"):
         load_config(PipelineConfig, tmp_path / "typo.yaml")
+
+
+def test_keys_with_a_schema_per_stage_are_the_listed_ones() -> None:
+    """A section key holds one schema in every job file, but for the few whose schema is the stage's own; those are
+    listed, with each stage's schema, in r4t.config's docstring (a new one must be listed or named apart)."""
+    import dataclasses
+    import typing
+
+    import r4t.config
+    from r4t.config import RLlibConfig
+
+    schemas: dict[str, set[type]] = {}
+    for stage in (PrepareConfig, RLConfig, RLlibConfig, SynthConfig, DiffusionConfig, EvalConfig, PipelineConfig):
+        hints = typing.get_type_hints(stage)
+        for f in dataclasses.fields(stage):
+            if dataclasses.is_dataclass(hints[f.name]):
+                schemas.setdefault(f.name, set()).add(hints[f.name])
+    several = {key: types for key, types in schemas.items() if len(types) > 1}
+    assert sorted(several) == ["eval", "rl", "workers"]
+    listed = r4t.config.__doc__
+    for key, types in several.items():
+        assert f"\n    {key} " in listed and all(t.__name__ in listed for t in types), key
