@@ -27,6 +27,16 @@ def _check_resources(key: str, resources: dict) -> None:
     _require(all(v > 0 for v in resources.values()), key, dict(resources), "amounts must be positive")
 
 
+def _check_actors(obj: Any, resources: str, counts: tuple[str, ...], amounts: tuple[str, ...]) -> None:
+    """The checks of a group of Ray actors (its fields read as workers.<name>): custom resources, counts of actors
+    and threads (at least 1), logical CPU and GPU amounts (non-negative)."""
+    _check_resources(f"workers.{resources}", getattr(obj, resources))
+    for name in counts:
+        _require(getattr(obj, name) >= 1, f"workers.{name}", getattr(obj, name), "must be at least 1")
+    for name in amounts:
+        _require(getattr(obj, name) >= 0, f"workers.{name}", getattr(obj, name), "must be non-negative")
+
+
 @dataclass
 class EmbedConfig:
     model: str = "minilm"  # "minilm" (the packaged all-MiniLM-L6-v2) or a sentence-transformers folder

@@ -5,6 +5,7 @@ PolicyConfig in every job file, `policy.bootstrap` the tiny LM built here when n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from r4t.config.common import _require
 
@@ -58,3 +59,11 @@ class PolicyConfig:
         _require(("{context}" in self.template) == (self.context_items > 0), "policy.template", self.template,
                  f"must contain {{context}} exactly when policy.context_items > 0 (it is {self.context_items})")
         _require(self.max_new_tokens > 0, "policy.max_new_tokens", self.max_new_tokens, "must be positive")
+
+
+def _check_sampling(obj: Any, section: str) -> None:
+    """The checks of a stage that samples fan-outs from the policy (RL rollouts, synthesis): temperature, top_p and
+    the time one remote call may take, read as <section>.<name>."""
+    _require(obj.temperature > 0, f"{section}.temperature", obj.temperature, "must be positive")
+    _require(0 < obj.top_p <= 1, f"{section}.top_p", obj.top_p, "must be in (0, 1]")
+    _require(obj.timeout_s > 0, f"{section}.timeout_s", obj.timeout_s, "must be positive")

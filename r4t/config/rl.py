@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from r4t.config.common import RunConfig, _check_resources, _require
-from r4t.config.policy import PolicyConfig
+from r4t.config.common import RunConfig, _check_actors, _require
+from r4t.config.policy import PolicyConfig, _check_sampling
 
 
 @dataclass
@@ -54,14 +54,12 @@ class RLSettings:
         _require(self.group_size >= 2, "rl.group_size", self.group_size, "must be at least 2 (group-normalized)")
         _require(self.prompts_per_step % self.minibatches == 0, "rl.minibatches", self.minibatches,
                  f"must divide prompts_per_step={self.prompts_per_step} (minibatches hold whole prompt groups)")
-        _require(self.temperature > 0, "rl.temperature", self.temperature, "must be positive")
-        _require(0 < self.top_p <= 1, "rl.top_p", self.top_p, "must be in (0, 1]")
+        _check_sampling(self, "rl")
         _require(self.lr > 0, "rl.lr", self.lr, "must be positive")
         _require(self.aggregation in ("token", "sequence"), "rl.aggregation", self.aggregation,
                  "must be token or sequence")
         for name in ("beta1", "beta2", "kl_beta", "weight_decay"):
             _require(getattr(self, name) >= 0, f"rl.{name}", getattr(self, name), "must be non-negative")
-        _require(self.timeout_s > 0, "rl.timeout_s", self.timeout_s, "must be positive")
 
 
 @dataclass
@@ -82,11 +80,8 @@ class WorkersConfig:
     reward_resources: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_resources("workers.reward_resources", self.reward_resources)
-        for name in ("rollout", "reward", "torch_threads", "learner_threads"):
-            _require(getattr(self, name) >= 1, f"workers.{name}", getattr(self, name), "must be at least 1")
-        for name in ("rollout_cpus", "reward_cpus", "learner_cpus", "rollout_gpus", "learner_gpus"):
-            _require(getattr(self, name) >= 0, f"workers.{name}", getattr(self, name), "must be non-negative")
+        _check_actors(self, "reward_resources", ("rollout", "reward", "torch_threads", "learner_threads"),
+                      ("rollout_cpus", "reward_cpus", "learner_cpus", "rollout_gpus", "learner_gpus"))
 
 
 @dataclass

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from r4t.config.common import RunConfig, _check_resources, _require
-from r4t.config.policy import PolicyConfig
+from r4t.config.common import RunConfig, _check_actors, _require
+from r4t.config.policy import PolicyConfig, _check_sampling
 
 
 @dataclass
@@ -36,9 +36,7 @@ class SynthSettings:
         _require(0 <= self.keep_top <= self.samples, "synth.keep_top", self.keep_top,
                  f"must be in [0, synth.samples={self.samples}]")
         _require(self.max_queries >= 0, "synth.max_queries", self.max_queries, "must be >= 0")
-        _require(self.temperature > 0, "synth.temperature", self.temperature, "must be positive")
-        _require(0 < self.top_p <= 1, "synth.top_p", self.top_p, "must be in (0, 1]")
-        _require(self.timeout_s > 0, "synth.timeout_s", self.timeout_s, "must be positive")
+        _check_sampling(self, "synth")
 
 
 @dataclass
@@ -52,11 +50,7 @@ class ActorsConfig:
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per actor, e.g. {gpu_group: 1}
 
     def __post_init__(self) -> None:
-        _check_resources("workers.resources", self.resources)
-        _require(self.count >= 1, "workers.count", self.count, "must be at least 1")
-        _require(self.torch_threads >= 1, "workers.torch_threads", self.torch_threads, "must be at least 1")
-        for name in ("cpus", "gpus"):
-            _require(getattr(self, name) >= 0, f"workers.{name}", getattr(self, name), "must be non-negative")
+        _check_actors(self, "resources", ("count", "torch_threads"), ("cpus", "gpus"))
 
 
 @dataclass
