@@ -128,14 +128,6 @@ def test_wrong_type_override_names_key_and_value() -> None:
     assert "index.nprobe" in msg and "abc" in msg
 
 
-def test_wrong_type_in_yaml_names_file_key_and_value(tmp_path: Path) -> None:
-    path = write(tmp_path / "bad.yaml", "index:\n  nprobe: abc\n")
-    with pytest.raises(ConfigError) as e:
-        load_config(PrepareConfig, path)
-    msg = str(e.value)
-    assert str(path) in msg and "index.nprobe" in msg and "abc" in msg
-
-
 @pytest.mark.parametrize("override, key, value", [
     ("index.gpu=maybe", "index.gpu", "maybe"),
     ("reward.k=1", "reward.k", "1"),
@@ -154,12 +146,16 @@ def test_out_of_range_override_named(override: str, key: str, value: str) -> Non
     assert "command line" in msg
 
 
-def test_out_of_range_in_yaml_names_file(tmp_path: Path) -> None:
-    path = write(tmp_path / "range.yaml", "eval:\n  split: dev\n")
+@pytest.mark.parametrize("yaml, key, value", [
+    ("index:\n  nprobe: abc\n", "index.nprobe", "abc"),  # a wrong type
+    ("eval:\n  split: dev\n", "eval.split", "dev"),  # out of range
+])
+def test_bad_value_in_yaml_names_file_key_and_value(tmp_path: Path, yaml: str, key: str, value: str) -> None:
+    path = write(tmp_path / "bad.yaml", yaml)
     with pytest.raises(ConfigError) as e:
         load_config(PrepareConfig, path)
     msg = str(e.value)
-    assert str(path) in msg and "eval.split" in msg and "dev" in msg
+    assert str(path) in msg and key in msg and value in msg
 
 
 def test_bad_dataset_specs_named() -> None:
