@@ -23,7 +23,9 @@ import dataclasses
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -192,46 +194,44 @@ def _cmd_serve(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r4t", description="R4T set-valued retrieval on Ray")
     sub = parser.add_subparsers(dest="command", required=True)
+    configs: dict[argparse.ArgumentParser, str] = {}
 
-    p = sub.add_parser("demo", help="run the whole pipeline on the embedded default")
+    def command(group: Any, name: str, func: Callable, config: str, help: str) -> argparse.ArgumentParser:
+        """A subcommand that runs func on a job config (default: config) and its dotted overrides."""
+        p = group.add_parser(name, help=help)
+        p.set_defaults(func=func)
+        configs[p] = config  # --config and the overrides are added last, after the command's own positionals
+        return p
+
+    p = command(sub, "demo", _cmd_demo, "jobs/demo.yaml", help="run the whole pipeline on the embedded default")
     p.add_argument("--dataset", default=None, help="only this dataset of the config (default: all of them)")
-    add_config_args(p, "jobs/demo.yaml")
-    p.set_defaults(func=_cmd_demo)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
-    p = data.add_parser("build", help="build one dataset into <run_dir>/NAME/data")
+    p = command(data, "build", _cmd_data_build, "jobs/data.yaml", help="build one dataset into <run_dir>/NAME/data")
     p.add_argument("name", help="built-in dataset (polyvore, playlists) or a name for --format/--path")
     p.add_argument("--format", default="builtin", help="builtin | r4t | maryland | polyvore_outfits | mpd | "
                                                        "fashion_jsonl | playlists_jsonl")
     p.add_argument("--path", default=None, help="source file or folder for non-builtin formats")
-    add_config_args(p, "jobs/data.yaml")
-    p.set_defaults(func=_cmd_data_build)
 
     index = sub.add_parser("index", help="indexes").add_subparsers(dest="action", required=True)
-    p = index.add_parser("build", help="embed and index every dataset of the config")
-    add_config_args(p, "jobs/data.yaml")
-    p.set_defaults(func=_cmd_index_build)
+    command(index, "build", _cmd_index_build, "jobs/data.yaml", help="embed and index every dataset of the config")
 
-    p = sub.add_parser("score", help="per-term rewards of fan-outs in a JSONL file")
+    p = command(sub, "score", _cmd_score, "jobs/data.yaml", help="per-term rewards of fan-outs in a JSONL file")
     p.add_argument("fanouts", help="JSONL: {query, completion | subqueries, reference (optional item ids)}")
     p.add_argument("--dataset", default="polyvore")
     p.add_argument("--out", default=None, help="write scores here (default: stdout)")
-    add_config_args(p, "jobs/data.yaml")
-    p.set_defaults(func=_cmd_score)
 
-    p = sub.add_parser("eval", help="compare every fan-out method on a split: report.md, metrics.json, plots")
-    add_config_args(p, "jobs/eval.yaml")
-    p.set_defaults(func=_cmd_eval)
+    command(sub, "eval", _cmd_eval, "jobs/eval.yaml",
+            help="compare every fan-out method on a split: report.md, metrics.json, plots")
 
-    p = sub.add_parser("retrieve", help="the set of K catalog items each query gets from one method")
+    p = command(sub, "retrieve", _cmd_retrieve, "jobs/eval.yaml",
+                help="the set of K catalog items each query gets from one method")
     p.add_argument("queries", nargs="+", metavar="QUERY", help="query texts (quote each)")
     p.add_argument("--dataset", default="polyvore")
     p.add_argument("--method", default="R4T-Diffusion", help="one of: " + ", ".join(METHODS))
     p.add_argument("--k", type=int, default=None, help="items per set (default: eval.k of the config)")
     p.add_argument("--json", action="store_true", help="one JSON object per query instead of text")
     p.add_argument("--embeddings", action="store_true", help="with --json: include the generated embeddings")
-    add_config_args(p, "jobs/eval.yaml")
-    p.set_defaults(func=_cmd_retrieve)
 
     p = sub.add_parser("submit", help="run a stage (or the pipeline) on a Ray cluster with `ray job submit`")
     p.add_argument("stage", choices=list(SCHEMAS))
@@ -246,30 +246,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the ray job submit command only")
     p.set_defaults(func=_cmd_submit, overrides=[])
 
-    p = sub.add_parser("serve", help="serve a dataset's artifacts over HTTP with Ray Serve (see serve_configs/)")
+    p = command(sub, "serve", _cmd_serve, "jobs/eval.yaml",
+                help="serve a dataset's artifacts over HTTP with Ray Serve (see serve_configs/)")
     p.add_argument("--dataset", default="polyvore")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--replicas", type=int, default=1, help="denoiser replicas")
     p.add_argument("--api-key", default=None, help="require this value in the x-api-key header")
-    add_config_args(p, "jobs/eval.yaml")
-    p.set_defaults(func=_cmd_serve)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="suite", required=True)
-    p = bench.add_parser("foundation", help="encoder sentences/s, index queries/s, scorer fan-outs/s")
+    p = command(bench, "foundation", _cmd_bench, "jobs/data.yaml",
+                help="encoder sentences/s, index queries/s, scorer fan-outs/s")
     p.add_argument("--dataset", default="playlists")
     p.add_argument("--seconds", type=float, default=5.0, help="minimum time per measurement")
-    add_config_args(p, "jobs/data.yaml")
-    p.set_defaults(func=_cmd_bench)
-    p = bench.add_parser("serve", help="the served app under load on loopback vs the in-process sampler")
+    p = command(bench, "serve", _cmd_bench_serve, "jobs/eval.yaml",
+                help="the served app under load on loopback vs the in-process sampler")
     p.add_argument("--dataset", default="polyvore")
     p.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--requests", type=int, default=320, help="per setting")
     p.add_argument("--max-seconds", type=float, default=60.0, help="per setting")
     p.add_argument("--steps", type=int, default=8, help="Euler sampler steps")
-    add_config_args(p, "jobs/eval.yaml")
-    p.set_defaults(func=_cmd_bench_serve)
+
+    for p, config in configs.items():
+        add_config_args(p, config)
     return parser
 
 

@@ -255,13 +255,13 @@ def test_fashion_single_filters() -> None:
 
     assert kept(KEEP)
     assert not kept(NOISE)
-    assert not kept(RawOutfit("x", "untitled", KEEP.item_ids))
-    assert not kept(RawOutfit("x", "   ", KEEP.item_ids))
-    assert kept(RawOutfit("x", "Untitled Look", KEEP.item_ids))  # only the bare "Untitled #n" is noise
+    assert not kept(RawOutfit("x", "untitled", KEEP.members))
+    assert not kept(RawOutfit("x", "   ", KEEP.members))
+    assert kept(RawOutfit("x", "Untitled Look", KEEP.members))  # only the bare "Untitled #n" is noise
     assert not kept(COLLAGE)
-    assert not kept(RawOutfit("x", "Bathroom", KEEP.item_ids, "A home decor collage by me"))
-    assert not kept(RawOutfit("x", "Glam", KEEP.item_ids, "a beauty collage"))
-    assert kept(RawOutfit("x", "Bathroom", KEEP.item_ids, "A fashion look featuring an art collage print"))
+    assert not kept(RawOutfit("x", "Bathroom", KEEP.members, "A home decor collage by me"))
+    assert not kept(RawOutfit("x", "Glam", KEEP.members, "a beauty collage"))
+    assert kept(RawOutfit("x", "Bathroom", KEEP.members, "A fashion look featuring an art collage print"))
     assert not kept(FEW_WEARABLE)
     assert not kept(RawOutfit("x", "Two pieces", ("t1", "b1", "h1", "h2", "k1")))  # 2 wearable
     assert kept(RawOutfit("x", "Three pieces", ("t1", "b1", "s1", "h1")))  # 3 wearable

@@ -145,7 +145,7 @@ def test_mpd_folder(mpd: Path) -> None:
 
 
 def test_mpd_single_file(mpd: Path) -> None:
-    assert [p.playlist_id for p in read_mpd_slices(mpd / "mpd.slice.1000-1999.json")] == ["1000"]
+    assert [p.set_id for p in read_mpd_slices(mpd / "mpd.slice.1000-1999.json")] == ["1000"]
 
 
 def test_mpd_empty_folder(tmp_path: Path) -> None:

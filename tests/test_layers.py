@@ -92,3 +92,17 @@ def test_the_layer_check_sees_a_backward_import(tmp_path):
     modules = _modules()
     imported = _imports(fake, modules)
     assert imported == {"r4t.diffusion.edm"} and _layer("r4t.diffusion.edm") > _layer("r4t.data.schema")
+
+
+# r4t.config, one module per stage, follows the pipeline inside itself too (the package's __init__ gathers them).
+CONFIG_ORDER = ["common", "loading", "data", "policy", "rl", "rllib", "synth", "diffusion", "eval", "pipeline"]
+
+
+def test_config_modules_import_only_earlier_stages():
+    modules = _modules()
+    inside = sorted(m for m in modules if m.startswith("r4t.config."))
+    assert [m.split(".")[2] for m in inside] == sorted(CONFIG_ORDER), "place a new r4t.config module in CONFIG_ORDER"
+    rank = {f"r4t.config.{name}": i for i, name in enumerate(CONFIG_ORDER)}
+    backward = [f"{m} imports {imported}" for m in inside for imported in sorted(_imports(modules[m], modules))
+                if imported.startswith("r4t.config") and rank.get(imported, len(rank)) >= rank[m]]
+    assert backward == []

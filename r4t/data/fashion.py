@@ -88,7 +88,7 @@ def is_outfit(outfit: RawOutfit, group_of: dict[str, str]) -> bool:
     """An outfit, not a collage: not described as one, and at least MIN_WEARABLE_ITEMS wearable items."""
     if _COLLAGE_DESC.match(outfit.description or ""):
         return False
-    wearable = sum(group_of.get(i) in WEARABLE_GROUPS for i in outfit.item_ids)
+    wearable = sum(group_of.get(i) in WEARABLE_GROUPS for i in outfit.members)
     return wearable >= MIN_WEARABLE_ITEMS
 
 
@@ -108,7 +108,7 @@ def build_fashion_dataset(name: str, items: Iterable[RawItem], outfits: Iterable
     set_rows, query_rows = [], []
     for outfit in outfits:
         title = clean_text(outfit.title)
-        ids = [i for i in dict.fromkeys(outfit.item_ids) if i in group_of]
+        ids = [i for i in dict.fromkeys(outfit.members) if i in group_of]
         if not ids or is_noise_title(title) or not is_outfit(outfit, group_of):
             continue
         split = stable_split(normalize_title(title), salt=str(seed) if seed else "")

@@ -40,7 +40,7 @@ def build_music_dataset(name: str, playlists: Iterable[RawPlaylist], seed: int =
     set_rows, query_rows = [], []
     for playlist in playlists:
         ids = []
-        for track in playlist.tracks:
+        for track in playlist.members:
             artist, title = clean_text(track.artist), clean_text(track.track)
             if not artist or not title:
                 continue
@@ -55,11 +55,11 @@ def build_music_dataset(name: str, playlists: Iterable[RawPlaylist], seed: int =
         if len(ids) < min_set_size or sum(ch.isalnum() for ch in title) < 2:
             continue
         if len(ids) > max_set_size:
-            ids = random.Random(f"{seed}:{playlist.playlist_id}").sample(ids, max_set_size)
+            ids = random.Random(f"{seed}:{playlist.set_id}").sample(ids, max_set_size)
         description = clean_text(playlist.description)[:MAX_DESCRIPTION_CHARS]
         query = f"{title}: {description}" if description else title
         split = stable_split(normalize_title(title), salt=str(seed) if seed else "")
-        set_id = f"p{short_hash(playlist.playlist_id)}"
+        set_id = f"p{short_hash(playlist.set_id)}"
         set_rows.append({"set_id": set_id, "query": query, "item_ids": ids, "split": split})
         query_rows.append({"query_id": f"wscr-{set_id}", "text": query, "split": split, "task": "wscr",
                            "set_id": set_id})

@@ -7,6 +7,9 @@ Every loader of a public format (r4t.data.formats) produces these; the dataset b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+M = TypeVar("M")
 
 
 @dataclass(frozen=True)
@@ -18,22 +21,19 @@ class RawItem:
 
 
 @dataclass(frozen=True)
-class RawOutfit:
-    set_id: str
-    title: str
-    item_ids: tuple[str, ...]
-    description: str = ""
-
-
-@dataclass(frozen=True)
 class RawTrack:
     artist: str
     track: str
 
 
 @dataclass(frozen=True)
-class RawPlaylist:
-    playlist_id: str
+class RawSet(Generic[M]):
+    """A set as its source titles it: an outfit's item ids or a playlist's tracks, in the source's order."""
+    set_id: str
     title: str
-    tracks: tuple[RawTrack, ...]
+    members: tuple[M, ...]
     description: str = ""
+
+
+RawOutfit = RawSet[str]  # members: the ids of RawItems
+RawPlaylist = RawSet[RawTrack]
