@@ -13,7 +13,10 @@ import copy
 import math
 import tempfile
 import time
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,43 +70,60 @@ def _batch_tensors(batch: dict, device, item_emb: np.ndarray | None) -> tuple:
     return x0, batch["query_emb"].to(device, torch.float32), valid, items, items_valid
 
 
-def train_loop(config: dict) -> None:
-    """Per worker. config: model (DenoiserConfig dict), train (DiffusionTrainSettings dict), sigma_data, seed,
-    threads, metrics_path, tags, eval_sets (x0, query_emb, n_valid and context-row arrays for `fixed_loss`), and
-    for a denoiser with context items: context_rows (query id → its padded context rows), item_emb (an object
-    ref to the catalog's embeddings [N, d])."""
+@dataclass(frozen=True)
+class TrainJob:
+    """What every Ray Train worker is given (pickled once by Ray Train)."""
+
+    model: DenoiserConfig
+    settings: DiffusionTrainSettings
+    sigma_data: float
+    seed: int
+    threads: int  # torch threads per worker
+    metrics_path: str  # absolute: Ray Train runs workers in a working directory of its own
+    tags: dict  # dashboard labels (dataset, run)
+    eval_sets: tuple  # x0, query_emb, n_valid and context-row arrays of the fixed sets `fixed_loss` scores
+    context_rows: dict[str, list[int]] | None = None  # query id → its padded context rows (context items only)
+    item_emb: Any = None  # an object ref to the catalog's embeddings [N, d] (context items only)
+
+    @property
+    def identity(self) -> dict:
+        """What a checkpoint must have been trained with to be resumed."""
+        return {"model": self.model.to_dict(), "sigma_data": self.sigma_data}
+
+
+def train_loop(job: TrainJob) -> None:
+    """Per worker: DDP training from the latest checkpoint (or from scratch), reporting metrics and checkpoints."""
     import ray
     import ray.train
     import ray.train.torch
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(config["threads"])
-    s = DiffusionTrainSettings(**config["train"])
-    torch.manual_seed(config["seed"])  # identical initial weights on every rank
-    model = EDMDenoiser(DenoiserConfig(**config["model"]), config["sigma_data"])
+    torch.set_num_threads(job.threads)
+    s = job.settings
+    torch.manual_seed(job.seed)  # identical initial weights on every rank
+    model = EDMDenoiser(job.model, job.sigma_data)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     step = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            step = load_training_state(Path(folder), model, ema, optimizer,
-                                       {"model": config["model"], "sigma_data": config["sigma_data"]})["step"]
+            step = load_training_state(Path(folder), model, ema, optimizer, job.identity)["step"]
     device = ray.train.torch.get_device()
     ddp = ray.train.torch.prepare_model(model)
     ema.to(device)
-    item_emb = None if config.get("item_emb") is None else ray.get(config["item_emb"])  # [N, d], shared memory
-    eval_sets = [torch.as_tensor(a) for a in config["eval_sets"][:3]]
+    item_emb = None if job.item_emb is None else ray.get(job.item_emb)  # [N, d], shared memory
+    eval_sets = [torch.as_tensor(a) for a in job.eval_sets[:3]]
     eval_x0, eval_q = eval_sets[0], eval_sets[1]
     eval_valid = torch.from_numpy(valid_rows(eval_sets[2], eval_x0.shape[1]))
-    eval_items = context_tensors(config["eval_sets"][3], item_emb)
+    eval_items = context_tensors(job.eval_sets[3], item_emb)
     if model.cfg.row_slots:
         eval_x0, eval_valid = canonical_order(eval_x0, eval_valid, eval_q, *eval_items)
-    log = MetricsLog(fetch(config["metrics_path"]), step, GAUGES) if rank == 0 else None
+    log = MetricsLog(fetch(job.metrics_path), step, GAUGES) if rank == 0 else None
     # Noise draws differ per rank and per resumed segment, and repeat exactly for the same (seed, rank, start).
-    g = torch.Generator().manual_seed(int(np.random.default_rng([config["seed"], rank, step]).integers(2**62)))
-    shard, collate = ray.train.get_dataset_shard("train"), make_collate(config.get("context_rows"))
+    g = torch.Generator().manual_seed(int(np.random.default_rng([job.seed, rank, step]).integers(2**62)))
+    shard, collate = ray.train.get_dataset_shard("train"), make_collate(job.context_rows)
     per_worker = max(1, s.batch_size // world)
     losses, start, sets = [], time.perf_counter(), 0
     while step < s.steps:
@@ -134,11 +154,11 @@ def train_loop(config: dict) -> None:
                           "sets_per_s": sets / (time.perf_counter() - start)}
                 losses, start, sets = [], time.perf_counter(), 0
                 if step % s.checkpoint_every == 0 or step == s.steps:
-                    _report_checkpoint(rank, step, record, model, ema, optimizer, config,
+                    _report_checkpoint(rank, step, record, model, ema, optimizer, job,
                                        (eval_x0, eval_q, eval_valid, *eval_items), log)
                 else:
                     if log:
-                        log.write(record, config["tags"])
+                        log.write(record, job.tags)
                     ray.train.report(record)
             if step >= s.steps:
                 break
@@ -147,7 +167,7 @@ def train_loop(config: dict) -> None:
                             f"(train.batch_size={s.batch_size} over {world} workers)")
 
 
-def _report_checkpoint(rank, step, record, model, ema, optimizer, config, eval_sets, log) -> None:
+def _report_checkpoint(rank, step, record, model, ema, optimizer, job, eval_sets, log) -> None:
     """Every rank reports (a report is a barrier); rank 0 attaches the checkpoint and the fixed-set EMA loss."""
     import ray.train
 
@@ -157,11 +177,10 @@ def _report_checkpoint(rank, step, record, model, ema, optimizer, config, eval_s
     ema_cpu = copy.deepcopy(ema).cpu()
     x0, q, valid, items, items_valid = eval_sets
     record["eval_loss"] = fixed_loss(ema_cpu, x0, q, valid, 0, items, items_valid)
-    log.write(record, config["tags"])
+    log.write(record, job.tags)
     publish(log.path)  # rank 0 may run on another node than the driver
     with tempfile.TemporaryDirectory() as tmp:
-        save_training_state(Path(tmp), model, ema, optimizer, {"step": step, "sigma_data": config["sigma_data"],
-                                                              "model": config["model"]})
+        save_training_state(Path(tmp), model, ema, optimizer, {"step": step, **job.identity})
         ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -206,21 +225,20 @@ def fit_denoiser(target_files: list[str], model_cfg: DenoiserConfig, settings: D
                           "(the run would wait forever); lower workers.cpus or workers.count")
     if not resume:
         remove(storage / "train")
-    config = {"model": model_cfg.to_dict(), "train": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
-              "sigma_data": sigma_data, "seed": seed, "threads": workers.torch_threads,
-              "metrics_path": str(metrics_path.resolve()), "tags": tags, "eval_sets": eval_sets}
+    job = TrainJob(model_cfg, settings, sigma_data, seed, workers.torch_threads, str(metrics_path.resolve()), tags,
+                   eval_sets)
     columns = COLUMNS
     if model_cfg.context_items:
         if context_rows is None or item_emb is None:
             raise ConfigError(f"model.context_items={model_cfg.context_items}: training needs each query's "
                               "context rows and the catalog's embeddings")
-        config.update(context_rows=context_rows, item_emb=ray.put(np.asarray(item_emb, np.float32)))
+        job = replace(job, context_rows=context_rows, item_emb=ray.put(np.asarray(item_emb, np.float32)))
         columns = [*COLUMNS, "query_id"]
     data = ray.data.read_parquet([storage_uri(f) for f in target_files]).select_columns(columns)
     if settings.materialize:  # read once into the object store: epochs then cost no re-reading
         data = data.materialize()
     trainer = TorchTrainer(
-        train_loop, train_loop_config=config, datasets={"train": data},
+        partial(train_loop, job), datasets={"train": data},
         scaling_config=ray.train.ScalingConfig(num_workers=workers.count, use_gpu=workers.use_gpu,
                                                resources_per_worker={"CPU": workers.cpus}),
         run_config=ray.train.RunConfig(storage_path=storage_uri(storage), name="train",
