@@ -5,7 +5,7 @@
 
 POST /v1/fanout, POST /v1/fanout/batch, GET /healthz, GET /v1/info; OpenAPI at /openapi.json, docs at /docs.
 Every bad request is a 4xx naming the problem: the body is checked for size and UTF-8 before it is parsed,
-and the fields against the limits in r4t.serve.schema. An API key, when configured, is required in the
+and the fields against the limits in r4t.serve.messages. An API key, when configured, is required in the
 `x-api-key` header.
 """
 
@@ -27,7 +27,7 @@ from ray.serve.handle import DeploymentHandle
 from r4t.errors import ConfigError
 from r4t.serve.artifacts import ServedArtifacts, resolve_artifacts
 from r4t.serve.deployments import CatalogIndex, Denoiser, QueryEncoder
-from r4t.serve.schema import MAX_BODY_BYTES, AppArgs, BatchRequest, FanoutRequest, FanoutResponse
+from r4t.serve.messages import MAX_BODY_BYTES, AppArgs, BatchRequest, FanoutRequest, FanoutResponse
 from r4t.storage import fetch
 
 api = FastAPI(title="r4t", description="Set-valued retrieval: a query in, a grounded set of catalog items out.",
