@@ -13,7 +13,7 @@ from conftest import TINY_DEMO
 from r4t.cli import main
 from r4t.data.dataset import INFO_FILE, ITEMS_FILE, QUERIES_FILE, SETS_FILE, Dataset
 from r4t.embed import EMBEDDINGS_FILE, EMBEDDINGS_MANIFEST
-from r4t.config import PIPELINE_METHODS
+from r4t.config import PipelineConfig, load_config
 from r4t.index import MANIFEST_FILE, ItemIndex
 from r4t.io import read_json
 
@@ -184,7 +184,8 @@ def test_demo_runs_every_stage_and_a_rerun_resumes(ray_local, tmp_path: Path, ti
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     final = stdout[stdout.index("Held-out results"):]
-    names = [n if n != "best-of-N LM" else "best-of-2 LM" for n in PIPELINE_METHODS]
+    asked = load_config(PipelineConfig, DEMO_YAML).methods.names  # the demo file's methods
+    names = [n if n != "best-of-N LM" else "best-of-2 LM" for n in asked]
     for name in names:  # every method in the judge's table, the reward's table and the latency table
         assert final.count(f"| tiny | {name} |") == 3
     assert final.index("The judge's view") < final.index("The reward's view") < final.index("Fan-out latency")
