@@ -67,10 +67,11 @@ class TextEncoder:
         """texts: n strings → [n, dim] float32, unit norm."""
         texts = list(texts)
         emb = np.zeros((len(texts), self.dim), np.float32)
-        known = [i for i, t in enumerate(texts) if t in self._known]
+        known, new = [], []
+        for i, t in enumerate(texts):
+            (known if t in self._known else new).append(i)
         if known:
             emb[known] = np.stack([self._known[texts[i]] for i in known])
-        new = sorted(set(range(len(texts))) - set(known))
         if new:
             emb[new] = self._model.encode([texts[i] for i in new], batch_size=self.batch_size,
                                           convert_to_numpy=True, normalize_embeddings=True,
