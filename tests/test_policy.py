@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from conftest import TINY_K, TINY_QUERIES
 from r4t.config import BootstrapConfig, RLSettings
 from r4t.errors import DataError
 from r4t.policy.backend import SamplingSettings
 from r4t.policy.bootstrap import bootstrap_policy, naive_fanouts, train_tokenizer
+from r4t.policy.attention import GQA_SDPA
 from r4t.policy.hf_backend import TransformersBackend, next_token
 from r4t.policy.model import INFO_FILE, load_policy, pack, token_logprobs
 from r4t.policy.prompt import PLAIN_TEMPLATE, build_prompt, format_fanout
@@ -128,6 +130,41 @@ def test_next_token_keeps_the_top_p_nucleus() -> None:
     assert set(next_token(logits, 1.0, 0.6, g).tolist()) == {0, 1}
     assert set(next_token(logits, 1.0, 1.0, g).tolist()) == {0, 1, 2}
     assert set(next_token(logits, 0.0, 1.0, g).tolist()) == {0}
+
+
+def test_next_token_draws_each_token_with_its_probability() -> None:
+    """The inverse-CDF draw: frequencies match softmax(logits / T), a token of probability 0 is never drawn."""
+    probs = torch.tensor([0.0, 0.45, 0.3, 0.0, 0.2, 0.05])
+    logits = torch.log(probs).expand(40_000, 6) * 0.5  # at temperature 0.5 the probabilities come back
+    counts = torch.bincount(next_token(logits, 0.5, 1.0, torch.Generator().manual_seed(1)), minlength=6)
+    assert counts[0] == counts[3] == 0
+    torch.testing.assert_close(counts / counts.sum(), probs, rtol=0, atol=0.01)  # 4 standard errors or more
+
+
+def test_cpu_attention_equals_transformers_sdpa(tiny_policy: Path) -> None:
+    """The policy on CPU runs grouped-query attention without copying keys/values (r4t.policy.attention); its
+    logits and gradients equal those of transformers' "sdpa" on a left-padded batch, prompt and decoding step."""
+    model, tok = load_policy(tiny_policy)
+    assert model.config._attn_implementation == GQA_SDPA and model.config.num_key_value_heads < \
+        model.config.num_attention_heads
+    ref = AutoModelForCausalLM.from_pretrained(tiny_policy, attn_implementation="sdpa", dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, len(tok), (3, 17), generator=g)
+    attention = torch.ones_like(ids)
+    attention[0, :5] = attention[2, :9] = 0  # left padding
+    ids = ids.masked_fill(attention == 0, tok.pad_token_id)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    outs = [m(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True) for m in (model, ref)]
+    torch.testing.assert_close(outs[0].logits[attention.bool()], outs[1].logits[attention.bool()])
+    step = torch.randint(2, len(tok), (3, 1), generator=g)
+    attention = torch.cat([attention, torch.ones_like(step)], dim=1)
+    steps = [m(input_ids=step, attention_mask=attention, position_ids=positions[:, -1:] + 1, past_key_values=o.past_key_values,
+               use_cache=True).logits for m, o in zip((model, ref), outs)]
+    torch.testing.assert_close(steps[0], steps[1])
+    grads = [torch.autograd.grad(m(input_ids=ids, attention_mask=attention[:, :-1]).logits.logsumexp(-1).sum(),
+                                 list(m.parameters())) for m in (model, ref)]
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_learner_checkpoint_round_trips_weights_and_optimizer(tmp_path: Path, tiny_policy: Path) -> None:

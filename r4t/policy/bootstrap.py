@@ -28,6 +28,7 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from r4t.config import BootstrapConfig
 from r4t.index import ItemIndex
+from r4t.policy.attention import attention_for
 from r4t.policy.model import pack, save_policy
 from r4t.policy.context import PromptContext, fanout_prompts
 from r4t.policy.prompt import clean_line, format_fanout
@@ -53,7 +54,7 @@ def model_config(cfg: BootstrapConfig, tokenizer: PreTrainedTokenizerFast) -> Qw
         num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
         head_dim=cfg.hidden_size // cfg.num_heads, max_position_embeddings=cfg.max_positions,
         tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None, use_cache=True)
+        bos_token_id=None, use_cache=True, attn_implementation=attention_for("cpu"))  # SFT runs on CPU
 
 
 def naive_fanouts(query_emb: np.ndarray, index: ItemIndex, item_texts: Sequence[str], k: int) -> list[list[str]]:

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from r4t.errors import DataError
+from r4t.policy.attention import attention_for
 from r4t.io import atomic_folder, read_json, write_json
 
 INFO_FILE = "r4t.json"  # step, reward stats, parent checkpoint; written last, so its presence marks a whole folder
@@ -29,7 +30,8 @@ def load_policy(path: str | os.PathLike, device: str = "cpu") -> tuple[PreTraine
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     # use_safetensors: a pickled pytorch_model.bin is never read.
-    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32).to(device)
+    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32,
+                                                 attn_implementation=attention_for(device)).to(device)
     return model, tokenizer
 
 
