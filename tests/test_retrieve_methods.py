@@ -109,6 +109,28 @@ def test_evaluate_method_scores_every_task(tiny_catalog, encoder):
     assert fanout_latency(method, QUERIES, q, 5, 4, 2, repeats=2) > 0
 
 
+def test_fanout_latency_repeats_fast_methods_within_its_budget(monkeypatch):
+    """A fast method runs until about LATENCY_BUDGET_S is measured (at most MAX_REPEATS), a slow one `repeats`
+    times; the warm-up is never timed."""
+    from r4t.eval import compare
+
+    class Clocked:  # each retrieve advances a fake clock by `cost` seconds
+        def __init__(self, cost):
+            self.cost, self.calls = cost, 0
+
+        def retrieve(self, queries, query_emb, k, m):
+            self.calls += 1
+            clock[0] += self.cost
+
+    clock = [0.0]
+    monkeypatch.setattr(compare.time, "perf_counter", lambda: clock[0])
+    emb = np.zeros((3, 4), np.float32)
+    for cost, runs in ((0.3, 4), (2.0, 2), (0.001, compare.MAX_REPEATS)):  # 0.3 s: 4 runs reach 1 s
+        method = Clocked(cost)
+        assert compare.fanout_latency(method, ["a", "b", "c"], emb, 8, 4, 2, repeats=2) == pytest.approx(cost)
+        assert method.calls == 1 + runs
+
+
 def test_best_of_n_keeps_the_best_composite_of_its_samples(tiny_catalog, encoder, tiny_policy):
     from r4t.rewards.set_metrics import set_quality
 

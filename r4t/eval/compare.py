@@ -30,6 +30,7 @@ OAR_METRICS = ("composite", "ground", "div", "div_raw", "align", "category_share
 WSCR_METRICS = ("recall", "hit", "div_raw")
 TEACHER = "R4T-FOLM"  # the policy R4T-Diffusion distils (its synthesized targets)
 JUDGED_TASKS = ("oar", "handwritten")  # intents without a reference set: the judge scores what came back
+LATENCY_BUDGET_S, MAX_REPEATS = 1.0, 20  # fan-out latency: repeat fast methods until about a second is measured
 
 
 def eval_queries(cat: PreparedCatalog, cfg: RetrievalEvalConfig | BaselineEvalConfig, encoder: TextEncoder,
@@ -87,12 +88,14 @@ def evaluate_method(method: FanoutMethod, cat: PreparedCatalog, queries: dict,
 
 def fanout_latency(method: FanoutMethod, texts: list[str], emb: np.ndarray, batch: int, k: int, m: int,
                    repeats: int) -> float:
-    """Median seconds to fan out one batch of `batch` queries (cycling through the given ones), after a warm-up."""
+    """Median seconds to fan out one batch of `batch` queries (cycling through the given ones), after a warm-up:
+    `repeats` runs, and more (up to MAX_REPEATS) while they add up to less than LATENCY_BUDGET_S, so that a fast
+    method's median is not one run's noise while a slow one still runs `repeats` times."""
     idx = np.arange(batch) % len(texts)
     q_texts, q_emb = [texts[i] for i in idx], emb[idx]
     method.retrieve(q_texts[: min(batch, 8)], q_emb[: min(batch, 8)], k, m)  # warm-up: lazy init, caches
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats or (sum(times) < LATENCY_BUDGET_S and len(times) < MAX_REPEATS):
         start = time.perf_counter()
         method.retrieve(q_texts, q_emb, k, m)
         times.append(time.perf_counter() - start)
