@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from r4t.config import METHODS, DatasetSpec, EvalConfig, PipelineConfig, PrepareConfig
-from r4t.errors import ConfigError, DataError, R4TError
+from r4t.errors import ConfigError, DataError, reporting_errors
 from r4t.jobs.common import add_config_args, config_from_args
 from r4t.jobs.submit import DEFAULT_ADDRESS, SCHEMAS, submit, submit_command
 from r4t.storage import publish, run_root
@@ -187,7 +187,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     try:
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
+    finally:  # Ctrl-C or SIGTERM (r4t.errors.Stopped): take the deployments down before Ray goes
         serve.shutdown()
 
 
@@ -282,11 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     args.overrides = list(getattr(args, "overrides", [])) + extra
-    try:
-        return args.func(args) or 0
-    except R4TError as e:
-        print(f"r4t: error: {e}", file=sys.stderr)
-        return 2
+    return reporting_errors(lambda: args.func(args), "r4t")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +90,39 @@ def test_interrupted_synthesis_resumes_to_exactly_the_uninterrupted_rows(ray_loc
     result = job.run(cfg, progress=False)["tiny"]
     assert result["ran"] == 2 and Path(shards[0].path).stat().st_mtime_ns == stamp  # finished shard kept
     assert table_rows(out) == expected  # no row lost, none duplicated, identical values
+
+
+def kill_first_busy_worker(killed: list[int], deadline_s: float = 120) -> None:
+    """SIGKILL the first process seen running a shard (Ray titles an actor's process "ray::SynthWorker.run" while
+    the method runs); its pid goes into `killed`."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        for proc in Path("/proc").iterdir():
+            try:
+                busy = proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::SynthWorker.run")
+            except OSError:  # the process ended while being looked at
+                continue
+            if busy:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+                return
+        time.sleep(0.02)
+
+
+def test_a_worker_killed_mid_shard_is_restarted_and_every_target_is_written_once(ray_local, tmp_path,
+                                                                                 tiny_rl_source, tiny_policy):
+    """A real SIGKILL of a synthesis worker's process while it runs a shard: Ray restarts the actor and reruns the
+    shard, and the targets equal an uninterrupted run's, row for row (none lost, none twice)."""
+    job.run(synth_config(tmp_path / "a", tiny_rl_source, tiny_policy), progress=False)
+    expected = table_rows(tmp_path / "a" / "tiny" / "synth")
+    killed: list[int] = []
+    killer = threading.Thread(target=kill_first_busy_worker, args=(killed,))
+    killer.start()
+    result = job.run(synth_config(tmp_path / "b", tiny_rl_source, tiny_policy), progress=False)
+    killer.join()
+    assert killed, "no synthesis worker was seen running a shard"
+    assert result["tiny"]["ran"] == 3
+    assert table_rows(tmp_path / "b" / "tiny" / "synth") == expected
 
 
 def test_folder_of_another_synthesis_is_refused(ray_local, tmp_path, tiny_rl_source, tiny_policy):

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from r4t.diffusion.denoiser import DenoiserConfig, EDMDenoiser
@@ -75,6 +76,6 @@ def load_model(folder: str | os.PathLike, expect: dict | None = None,
     model = EDMDenoiser(cfg, manifest["sigma_data"])
     try:
         model.load_state_dict(load_file(str(folder / WEIGHTS)))
-    except (RuntimeError, OSError) as e:
-        raise DataError(f"{folder / WEIGHTS}: does not fit {folder / CONFIG_FILE} ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, OSError, SafetensorError) as e:  # a file cut short, or weights of another shape
+        raise DataError(f"{folder / WEIGHTS}: unreadable or does not fit {folder / CONFIG_FILE} ({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), manifest

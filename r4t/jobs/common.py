@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import functools
 import secrets
-import sys
+import signal
+import threading
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
@@ -14,7 +15,7 @@ import ray
 from r4t.catalog import PreparedCatalog, prepare_catalog
 from r4t.config import DatasetSpec, RunConfig, load_config
 from r4t.embed import TextEncoder
-from r4t.errors import ConfigError, R4TError
+from r4t.errors import ConfigError, Stopped, reporting_errors
 from r4t.storage import fetch, is_uri, publish, run_root
 
 T = TypeVar("T")
@@ -34,8 +35,20 @@ def ensure_ray(run_dir: str | None = None) -> None:
     run_dir, check that every node of the cluster can reach it before any work starts."""
     if not ray.is_initialized():
         ray.init(log_to_driver=False, include_dashboard=None)
+        stop_on_sigterm()
     if run_dir is not None:
         check_shared_run_dir(run_dir)
+
+
+def _raise_stopped(signum: int, frame) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM raises Stopped in the main thread (r4t.errors.reporting_errors ends the entry point with status 0).
+    Installed after ray.init, whose own handler would print a stack and kill the process mid-write."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_stopped)
 
 
 @ray.remote(num_cpus=0)
@@ -104,16 +117,6 @@ def synced_stage(run: Callable) -> Callable:
         finally:
             publish(root)
     return wrapper
-
-
-def reporting_errors(work: Callable[[], None], prog: str) -> int:
-    """Run an entry point: bad input (any R4TError) is one line naming it and exit status 2, not a traceback."""
-    try:
-        work()
-    except R4TError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def stage_catalogs(cfg: RunConfig, progress: bool, resources: dict[str, dict[str, float]] | None = None

@@ -18,10 +18,10 @@ import sys
 import time
 
 from r4t.config import PipelineConfig
-from r4t.errors import ConfigError
+from r4t.errors import ConfigError, reporting_errors
 from r4t.jobs import data, diffusion, rl, synth
 from r4t.jobs import eval as eval_job
-from r4t.jobs.common import add_config_args, config_from_args, ensure_ray, reporting_errors
+from r4t.jobs.common import add_config_args, config_from_args, ensure_ray
 
 STAGES = {
     "data": ("data, index and baselines", lambda cfg, progress: data.run(cfg.prepare_config(), progress)),

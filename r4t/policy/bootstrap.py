@@ -29,8 +29,8 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 from r4t.config import BootstrapConfig
 from r4t.index import ItemIndex
 from r4t.policy.attention import attention_for
-from r4t.policy.model import pack, save_policy
 from r4t.policy.context import PromptContext, fanout_prompts
+from r4t.policy.model import pack, save_policy
 from r4t.policy.prompt import clean_line, format_fanout
 
 PAD, EOS = "<|pad|>", "<|endoftext|>"

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from r4t.errors import DataError
-from r4t.policy.attention import attention_for
 from r4t.io import atomic_folder, read_json, write_json
+from r4t.policy.attention import attention_for
 
 INFO_FILE = "r4t.json"  # step, reward stats, parent checkpoint; written last, so its presence marks a whole folder
 
@@ -30,8 +31,11 @@ def load_policy(path: str | os.PathLike, device: str = "cpu") -> tuple[PreTraine
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     # use_safetensors: a pickled pytorch_model.bin is never read.
-    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32,
-                                                 attn_implementation=attention_for(device)).to(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32,
+                                                     attn_implementation=attention_for(device)).to(device)
+    except (OSError, SafetensorError) as e:  # no weights, or a file cut short
+        raise DataError(f"{path}: the model weights cannot be read ({str(e).splitlines()[0]})") from None
     return model, tokenizer
 
 

@@ -27,6 +27,7 @@ from r4t.synth.targets import MANIFEST_FILE, finished_shards, shard_identity, sh
 from r4t.synth.worker import Generation, Shard, SynthWorker
 
 IDENTITY_FILE = "identity.json"
+WORKER_RESTARTS = 2  # per synthesis worker, then the job stops naming the worker and shard (a rerun resumes)
 GAUGES = DashboardGauges("r4t_synth", ("rows_per_s", "rows", "malformed_frac", "reward_mean"), ("dataset", "run"),
                          "target synthesis")
 
@@ -78,8 +79,11 @@ def run_shards(todo: list[Shard], generation: Generation, scorer_factory, settin
     """Run shards on up to `workers.count` actors, one shard in flight per actor. → per-shard statistics."""
     if not todo:
         return []
+    # A worker that dies (OOM-killed, preempted node) is restarted and its shard run again: a shard's file appears
+    # under its name only when whole and its draws depend only on (seed, split, index), so the retry writes it once.
     actor_cls = ray.remote(SynthWorker).options(num_cpus=workers.cpus, num_gpus=workers.gpus,
-                                                resources=dict(workers.resources))
+                                                resources=dict(workers.resources), max_restarts=WORKER_RESTARTS,
+                                                max_task_retries=WORKER_RESTARTS)
     actors = [actor_cls.remote(generation, scorer_factory, settings, identity, workers.torch_threads)
               for _ in range(min(workers.count, len(todo)))]
     queue, in_flight, stats = list(todo), {}, []
@@ -117,7 +121,8 @@ def _get(ref, actor: int, shard: Shard) -> dict:
     try:
         return ray.get(ref)
     except RayActorError as e:
-        raise R4TError(f"synthesis worker {actor} died on shard {shard.split}/{shard.index}: "
+        raise R4TError(f"synthesis worker {actor} died on shard {shard.split}/{shard.index} after {WORKER_RESTARTS} "
+                       f"restarts (a rerun resumes from the finished shards): "
                        f"{str(e).splitlines()[0]}") from None
     except RayTaskError as e:
         raise R4TError(f"synthesis worker {actor} failed on shard {shard.split}/{shard.index}: {e.cause!r}") from None

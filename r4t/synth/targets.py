@@ -101,7 +101,10 @@ def read_targets(out: Path, split: str, columns: list[str] | None = None) -> pa.
         path = Path(out) / "targets" / split / name
         if not path.is_file():
             raise DataError(f"{path}: listed in the manifest but missing")
-        table = pq.read_table(path, columns=columns)
+        try:
+            table = pq.read_table(path, columns=columns)
+        except (OSError, pa.ArrowException) as e:  # cut short (a killed copy, a full disk)
+            raise DataError(f"{path}: not a readable Parquet shard ({str(e).splitlines()[0]})") from None
         if table.num_rows != count:
             raise DataError(f"{path}: {table.num_rows} rows, the manifest says {count}")
         tables.append(table)
