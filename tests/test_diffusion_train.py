@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_TRAIN = ["model.hidden=32", "model.mlp=64", "model.heads=2", "model.layers=1", "train.batch_size=16",
               "train.lr=3e-3", "train.warmup_steps=5", "train.log_every=10", "train.checkpoint_every=20",
               "train.eval_sets=64", "train.shuffle_buffer=0", "sampler.steps=8", "eval.latency_batches=[2]",
-              "eval.latency_repeats=1", "eval.split=train", "policy.max_new_tokens=48", "reward.k=3", "eval.k=3"]
+              "eval.latency_repeats=1", "eval.latency_seconds=0", "eval.split=train", "policy.max_new_tokens=48",
+              "reward.k=3", "eval.k=3"]
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +163,8 @@ def test_r4t_eval_compares_methods_and_writes_the_report(tiny_targets, tiny_rl_s
     shutil.copytree(tiny_policy, tiny_targets / "tiny" / "policy" / "warm_start", dirs_exist_ok=True)
     base = ["eval", "--config", str(REPO / "jobs" / "eval.yaml"), f"run_dir={tiny_targets}",
             f"datasets=[{{name: tiny, format: r4t, path: '{tiny_rl_source}'}}]", "reward.k=3", "eval.k=3",
-            "eval.split=train", "eval.latency_batches=[1,4]", "eval.latency_repeats=1", "policy.max_new_tokens=48",
-            "methods.best_of=2", "sampler.steps=4"]
+            "eval.split=train", "eval.latency_batches=[1,4]", "eval.latency_repeats=1", "eval.latency_seconds=0",
+            "policy.max_new_tokens=48", "methods.best_of=2", "sampler.steps=4"]
     # R4T-FOLM needs a finished RL run, which this run directory does not have: the error names the stage.
     assert main(base) == 2
     names = "methods.names=[no fan-out, MMR, zero-shot LM, best-of-N LM, R4T-Diffusion]"

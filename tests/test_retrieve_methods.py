@@ -110,8 +110,8 @@ def test_evaluate_method_scores_every_task(tiny_catalog, encoder):
 
 
 def test_fanout_latency_repeats_fast_methods_within_its_budget(monkeypatch):
-    """A fast method runs until about LATENCY_BUDGET_S is measured (at most MAX_REPEATS), a slow one `repeats`
-    times; the warm-up is never timed."""
+    """A fast method runs until `seconds` are measured (at most MAX_REPEATS), a slow one `repeats` times; the
+    warm-up is never timed; seconds=0 runs exactly `repeats` times."""
     from r4t.eval import compare
 
     class Clocked:  # each retrieve advances a fake clock by `cost` seconds
@@ -125,9 +125,9 @@ def test_fanout_latency_repeats_fast_methods_within_its_budget(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(compare.time, "perf_counter", lambda: clock[0])
     emb = np.zeros((3, 4), np.float32)
-    for cost, runs in ((0.3, 4), (2.0, 2), (0.001, compare.MAX_REPEATS)):  # 0.3 s: 4 runs reach 1 s
-        method = Clocked(cost)
-        assert compare.fanout_latency(method, ["a", "b", "c"], emb, 8, 4, 2, repeats=2) == pytest.approx(cost)
+    for cost, seconds, runs in ((0.3, 1.0, 4), (2.0, 1.0, 2), (0.001, 1.0, compare.MAX_REPEATS), (0.3, 0.0, 2)):
+        method = Clocked(cost)  # 0.3 s a run: 4 runs reach 1 s
+        assert compare.fanout_latency(method, ["a", "b", "c"], emb, 8, 4, 2, 2, seconds) == pytest.approx(cost)
         assert method.calls == 1 + runs
 
 

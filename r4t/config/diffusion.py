@@ -130,6 +130,9 @@ class RetrievalEvalConfig:
     lm_temperature: float = 1.0  # the LM methods sample one fan-out per query
     latency_batches: list[int] = field(default_factory=lambda: [8, 1024])
     latency_repeats: int = 3
+    # ...and a fast method keeps repeating (up to 20 runs) until this many seconds are measured: one run of a
+    # 0.04 s fan-out is noise. 0: exactly latency_repeats runs.
+    latency_seconds: float = 1.0
     judge: bool = True  # the independent judge (r4t.eval.judge; needs the extra r4t[judge]) on OAR intents
     judge_reference: int = 512  # random catalog items each query's relevance percentile is taken among
     handwritten: bool = True  # also the built-in datasets' hand-written out-of-template intents (evaluation only)
@@ -142,6 +145,7 @@ class RetrievalEvalConfig:
         _require(all(b >= 1 for b in self.latency_batches), "eval.latency_batches", self.latency_batches,
                  "must be positive batch sizes")
         _require(self.latency_repeats >= 1, "eval.latency_repeats", self.latency_repeats, "must be at least 1")
+        _require(self.latency_seconds >= 0, "eval.latency_seconds", self.latency_seconds, "must be >= 0")
 
 
 @dataclass

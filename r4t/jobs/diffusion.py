@@ -126,7 +126,8 @@ def evaluate(cfg: DiffusionConfig, cat: PreparedCatalog, encoder: TextEncoder, m
                DiffusionFanout(model.to(cfg.sampler.device), cfg.sampler, cat.index, cat.item_emb, cfg.seed,
                                catalog_context(cat, model.cfg.context_items, model.cfg.context_per_category))]
     out = compare_methods(methods, cat, eval_queries(cat, cfg.eval, encoder), cfg.eval, cfg.reward,
-                          cfg.eval.latency_batches, cfg.eval.latency_repeats, progress)
+                          cfg.eval.latency_batches, cfg.eval.latency_repeats, progress,
+                          latency_seconds=cfg.eval.latency_seconds)
     return {**out, "sampler": to_dict(cfg.sampler), "threads": torch.get_num_threads()}
 
 

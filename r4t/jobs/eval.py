@@ -41,7 +41,8 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
         judge = catalog_judge(judge_encoder, cat, cfg) if judge_encoder else None
         library = library_rows(cat.dataset.items.column("category").to_pylist())
         results[spec.name] = compare_methods(methods, cat, queries, cfg.eval, cfg.reward, cfg.eval.latency_batches,
-                                             cfg.eval.latency_repeats, progress, judge, library)
+                                             cfg.eval.latency_repeats, progress, judge, library,
+                                             cfg.eval.latency_seconds)
     report = write_report(run_root(cfg.run_dir) / cfg.out, results, to_dict(cfg), machine())
     return {"results": results, "report": remote_of(report) or str(report), "table": comparison_tables(results)}
 
