@@ -108,7 +108,8 @@ def compare_methods(methods: list[FanoutMethod], cat: PreparedCatalog, queries: 
                     judge: Judge | None = None, library: np.ndarray | None = None,
                     latency_seconds: float = 0.0) -> dict:
     """Every method on the same queries: quality, then fan-out latency per batch size on the first task's
-    queries (`fanout_latency`). → {"queries": {task: n}, "methods": {name: {"oar", "wscr", "examples", "latency_s"}}}."""
+    queries (`fanout_latency`). → {"queries": {task: n}, "methods": {name: {"oar", "wscr", "examples",
+    "latency_s"}}}."""
     texts, emb, _ = next(iter(queries.values()))
     per_method = {}
     with tqdm(total=len(methods) * (1 + len(latency_batches)), desc=f"eval {cat.name}", unit="step",
