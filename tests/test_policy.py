@@ -158,7 +158,8 @@ def test_cpu_attention_equals_transformers_sdpa(tiny_policy: Path) -> None:
     torch.testing.assert_close(outs[0].logits[attention.bool()], outs[1].logits[attention.bool()])
     step = torch.randint(2, len(tok), (3, 1), generator=g)
     attention = torch.cat([attention, torch.ones_like(step)], dim=1)
-    steps = [m(input_ids=step, attention_mask=attention, position_ids=positions[:, -1:] + 1, past_key_values=o.past_key_values,
+    steps = [m(input_ids=step, attention_mask=attention, position_ids=positions[:, -1:] + 1,
+               past_key_values=o.past_key_values,
                use_cache=True).logits for m, o in zip((model, ref), outs)]
     torch.testing.assert_close(steps[0], steps[1])
     grads = [torch.autograd.grad(m(input_ids=ids, attention_mask=attention[:, :-1]).logits.logsumexp(-1).sum(),

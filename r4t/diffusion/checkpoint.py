@@ -77,5 +77,6 @@ def load_model(folder: str | os.PathLike, expect: dict | None = None,
     try:
         model.load_state_dict(load_file(str(folder / WEIGHTS)))
     except (RuntimeError, OSError, SafetensorError) as e:  # a file cut short, or weights of another shape
-        raise DataError(f"{folder / WEIGHTS}: unreadable or does not fit {folder / CONFIG_FILE} ({str(e).splitlines()[0]})") from None
+        raise DataError(f"{folder / WEIGHTS}: unreadable or does not fit {folder / CONFIG_FILE} "
+                        f"({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), manifest
