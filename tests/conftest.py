@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import threading
+import time
+from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,6 +214,20 @@ def tiny_rl_source(tmp_path_factory: pytest.TempPathFactory, tiny_catalog) -> Pa
     return ds.save(tmp_path_factory.mktemp("tiny_rl_source"))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full", action="store_true", help="also run the tests marked slow (left out of CI's run)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked slow are deselected (counted in the summary, not skipped) unless --full is given."""
+    if config.getoption("--full"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -224,3 +244,69 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether `ancestor` is among pid's parents (Ray's worker processes descend from the process that started Ray)."""
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state; the name may hold spaces
+        if pid == ancestor:
+            return True
+    return False
+
+
+def find_process(title: str, ancestor: int) -> int | None:
+    """The pid of a process whose title starts with `title` (Ray titles an actor's process "ray::Class.method" while
+    that method runs) among `ancestor`'s descendants, or None."""
+    for proc in Path("/proc").iterdir():
+        try:
+            match = proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(title.encode())
+        except OSError:  # the process ended while being looked at
+            continue
+        if match and descends_from(int(proc.name), ancestor):
+            return int(proc.name)
+    return None
+
+
+def _kill_first(title: str, stop: threading.Event, deadline: float) -> int | None:
+    """SIGKILL the first process of this test seen under `title` → its pid; None once `stop` is set or the deadline
+    passed."""
+    while not stop.is_set() and time.monotonic() < deadline:
+        if (pid := find_process(title, os.getpid())) is not None:
+            os.kill(pid, signal.SIGKILL)
+            return pid
+        time.sleep(0.02)
+    return None
+
+
+@contextmanager
+def killing(*titles: str, when: Callable[[], bool] = lambda: True,
+            deadline_s: float = 300) -> Iterator[list[tuple[str, int]]]:
+    """While the block runs, a thread waits until `when()` holds, then SIGKILLs, in turn, the first process seen under
+    each title. Ray titles an actor's process "ray::Class.method" while that method runs, so "ray::SynthWorker.run"
+    is a worker in the middle of a shard. Only processes this test started (its descendants) are candidates.
+    Yields the (title, pid) of each kill."""
+    killed: list[tuple[str, int]] = []
+    stop, deadline = threading.Event(), time.monotonic() + deadline_s
+
+    def run() -> None:
+        while not when():
+            if stop.wait(0.05):
+                return
+        for title in titles:
+            pid = _kill_first(title, stop, deadline)
+            if pid is None:
+                return
+            killed.append((title, pid))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield killed
+    finally:
+        stop.set()  # a title never seen: the block has ended, stop looking
+        thread.join()

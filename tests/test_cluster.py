@@ -11,6 +11,7 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,9 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import TINY_DEMO, free_port
+from conftest import TINY_DEMO, descends_from, find_process, free_port
 
+from r4t.data.dataset import Dataset
 from r4t.io import read_json
+from r4t.synth.targets import read_targets
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -117,6 +120,18 @@ class TwoNodeCluster:
     def log_tail(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(self.logs.glob("*.log")))
 
+    def kill_worker_node(self) -> None:
+        """The worker node dies at once, as a preempted machine: SIGKILL to its `ray start` and every process under
+        it (raylet, agents, workers)."""
+        root = self.procs[1].pid
+        doomed = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and descends_from(int(p.name), root)]
+        for pid in [root, *doomed]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.procs[1].wait(timeout=30)
+
     def stop(self) -> None:
         for p in reversed(self.procs):
             p.terminate()
@@ -138,25 +153,37 @@ def cluster(tmp_path: Path):
         c.stop()
 
 
-def test_pipeline_submitted_to_a_two_node_cluster(cluster: TwoNodeCluster, tiny_rl_source: Path,
-                                                  tmp_path: Path) -> None:
-    from ray.job_submission import JobStatus, JobSubmissionClient
+def runtime_env(tmp_path: Path) -> dict:
+    """jobs/runtime_env.yaml with this checkout as the working directory and the test's own mirror folder."""
+    env = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
+    env["working_dir"] = str(REPO)
+    env["env_vars"]["R4T_MIRROR"] = str(tmp_path / "mirror")
+    return env
 
-    remote = tmp_path / "bucket" / "run"
-    runtime_env = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
-    runtime_env["working_dir"] = str(REPO)
-    runtime_env["env_vars"]["R4T_MIRROR"] = str(tmp_path / "mirror")
-    (tmp_path / "runtime_env.yaml").write_text(yaml.safe_dump(runtime_env))
+
+def submit_pipeline(cluster: TwoNodeCluster, remote: Path, source: Path, tmp_path: Path, *extra: str):
+    """`r4t submit pipeline` of the tiny pipeline into the URI run directory `remote`, not waiting.
+    → (a job client, the submission id)."""
+    from ray.job_submission import JobSubmissionClient
+
+    (tmp_path / "runtime_env.yaml").write_text(yaml.safe_dump(runtime_env(tmp_path)))
     submission_id = f"r4t-ci-{secrets.token_hex(3)}"
     submit = subprocess.run(
         [str(BIN / "r4t"), "submit", "pipeline", "--config", "jobs/demo.yaml", "--address", cluster.address,
          "--runtime-env", str(tmp_path / "runtime_env.yaml"), "--submission-id", submission_id, "--no-wait",
-         f"run_dir=file://{remote}", f"datasets=[{{name: tiny, format: r4t, path: '{tiny_rl_source}'}}]",
-         *TINY_PIPELINE], cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=300)
+         f"run_dir=file://{remote}", f"datasets=[{{name: tiny, format: r4t, path: '{source}'}}]",
+         *TINY_PIPELINE, *extra], cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=300)
     assert submit.returncode == 0, submit.stdout + submit.stderr
     assert "ray job submit" in submit.stdout and "-m r4t.jobs.pipeline" in submit.stdout
+    return JobSubmissionClient(cluster.address, headers={"Authorization": f"Bearer {cluster.token}"}), submission_id
 
-    client = JobSubmissionClient(cluster.address, headers={"Authorization": f"Bearer {cluster.token}"})
+
+def test_pipeline_submitted_to_a_two_node_cluster(cluster: TwoNodeCluster, tiny_rl_source: Path,
+                                                  tmp_path: Path) -> None:
+    from ray.job_submission import JobStatus
+
+    remote = tmp_path / "bucket" / "run"
+    client, submission_id = submit_pipeline(cluster, remote, tiny_rl_source, tmp_path)
     status = _finish(client, submission_id, JOB_TIMEOUT_S)
     info, logs = client.get_job_info(submission_id), client.get_job_logs(submission_id)
     print(f"job {submission_id} (job id {info.job_id}): {status}; worker node on its own disk: "
@@ -193,7 +220,7 @@ def test_pipeline_submitted_to_a_two_node_cluster(cluster: TwoNodeCluster, tiny_
     def probe(run_dir: Path) -> tuple[JobStatus, str]:
         code = f"from r4t.jobs.common import ensure_ray; ensure_ray({str(run_dir)!r}); print('shared: ok')"
         job = client.submit_job(entrypoint=f"python -c {shlex.quote(code)}",
-                                runtime_env={"env_vars": runtime_env["env_vars"]})
+                                runtime_env={"env_vars": runtime_env(tmp_path)["env_vars"]})
         return _finish(client, job, 180), client.get_job_logs(job)
 
     status, logs = probe(tmp_path / "shared_run")
@@ -219,3 +246,33 @@ def _finish(client, submission_id: str, timeout: float):
                         f"{client.get_job_logs(submission_id)[-4000:]}")
         time.sleep(2)
     return status
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+def test_the_worker_node_killed_during_synthesis_the_job_completes_with_every_target_once(
+        cluster: TwoNodeCluster, tiny_rl_source: Path, tmp_path: Path) -> None:
+    """The pipeline on the two-node cluster; as soon as a synthesis worker on the worker node runs a shard, that
+    node dies (SIGKILL to all its processes). Ray restarts the lost worker on the head, which reruns its shard: the
+    job succeeds, and every (query, sample) target is in the table exactly once."""
+    from ray.job_submission import JobStatus
+
+    remote = tmp_path / "bucket" / "run"
+    client, submission_id = submit_pipeline(cluster, remote, tiny_rl_source, tmp_path)
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while find_process("ray::SynthWorker.run", cluster.procs[1].pid) is None:
+        if client.get_job_status(submission_id).is_terminal() or time.monotonic() > deadline:
+            pytest.fail("no synthesis worker ran a shard on the worker node:\n"
+                        + client.get_job_logs(submission_id)[-4000:])
+        time.sleep(0.05)
+    cluster.kill_worker_node()
+    status = _finish(client, submission_id, JOB_TIMEOUT_S)
+    logs = client.get_job_logs(submission_id)
+    assert status == JobStatus.SUCCEEDED, logs[-6000:]
+    assert len(cluster.nodes()) == 1
+    table = read_targets(remote / "tiny" / "synth", "train")
+    keys = sorted(zip(table.column("query_id").to_pylist(), table.column("sample").to_pylist()))
+    queries = Dataset.load(tiny_rl_source).queries_for("oar", "train").column("query_id").to_pylist()
+    samples = read_json(remote / "tiny" / "synth" / "identity.json")["samples"]
+    assert len(keys) == len(set(keys)), "a target was written twice"
+    assert {q for q, _ in keys} == set(queries) and all(0 <= s < samples for _, s in keys)  # malformed ones dropped

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from r4t.policy.context import catalog_context
 from r4t.errors import ConfigError, DataError, ManifestMismatch, R4TError
 from r4t.jobs import diffusion as job
 from r4t.jobs import synth as synth_job
+from conftest import killing
 from test_synth import synth_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,6 +113,32 @@ def test_ray_train_trains_checkpoints_resumes_and_lowers_the_loss(tiny_targets, 
         assert 0 <= res["oar"]["composite"]["mean"] <= 1 and res["latency_s"]["2"] > 0
         assert 1 <= res["oar"]["div_raw"]["mean"] <= 3
     assert "| tiny | R4T-Diffusion |" in out["table"]
+
+
+@pytest.mark.faults
+def test_a_train_worker_killed_mid_epoch_restores_from_the_last_checkpoint(tiny_targets, tiny_rl_source, tmp_path):
+    """A real SIGKILL of a Ray Train worker after the first checkpoint: Ray Train restarts the worker group from the
+    latest checkpoint and the run ends at its last step with each step logged once. The lines up to the checkpoint
+    are the ones written before the kill, timings included: training did not start over. (The exported weights
+    are not those of a clean run: Ray Data does not pin the order of the target rows, so two clean runs differ too.)"""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_targets, run_dir, ignore=shutil.ignore_patterns("diffusion"))
+    log = run_dir / "tiny" / "diffusion" / "metrics.jsonl"
+    before: list[str] = []
+
+    def checkpointed() -> bool:  # the first checkpoint's line is in the log: remember what was written so far
+        lines = log.read_text().splitlines() if log.exists() else []
+        before[:] = [x for x in lines if json.loads(x)["step"] <= 20]
+        return any("eval_loss" in x for x in before)
+
+    with killing("ray::RayTrainWorker", when=checkpointed) as killed:
+        job.run(diffusion_config(run_dir, tiny_rl_source, 400, "compare=false"), progress=False)
+    assert killed, "no Ray Train worker was seen"
+    lines = metrics(run_dir)
+    assert [r["step"] for r in lines] == list(range(10, 401, 10))
+    assert log.read_text().splitlines()[:2] == before
+    _, manifest = load_model(run_dir / "tiny" / "diffusion" / "model")
+    assert manifest["train_steps"] == 400
 
 
 def manifest_of(run_dir: Path, key: str | None = "identity"):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY_K, TINY_QUERIES, TINY_RL_OVERRIDES
+from conftest import TINY_K, TINY_QUERIES, TINY_RL_OVERRIDES, killing
 from r4t.catalog import prepare_catalog
 from r4t.policy.prompt import PLAIN_TEMPLATE
 from r4t.config import DatasetSpec, PolicyConfig, RewardConfig, RLConfig, RLSettings, load_config
@@ -93,6 +93,13 @@ def test_metrics_log_has_every_step_and_term(trained) -> None:
     assert info["step"] == STEPS and info["final"] and info["parent"]
 
 
+def assert_same_state(a: Path, b: Path) -> None:
+    """Two checkpoints hold bit-identical weights and optimizer state."""
+    for file in ("model.safetensors", "optimizer.safetensors"):
+        x, y = load_file(str(a / file)), load_file(str(b / file))
+        assert x.keys() == y.keys() and all(np.array_equal(x[k].numpy(), y[k].numpy()) for k in x), file
+
+
 def test_resume_continues_exactly(trained, tmp_path: Path, tiny_rl_source, tiny_policy, encoder) -> None:
     """Keep only the step-4 checkpoint of the trained run (as if killed at step 5) and rerun: same final weights
     and optimizer state as the uninterrupted run, and one metrics line per step."""
@@ -107,9 +114,7 @@ def test_resume_continues_exactly(trained, tmp_path: Path, tiny_rl_source, tiny_
     assert latest_checkpoint(out).name == "step-000004"
     resumed = train(tiny_config(run_dir, tiny_rl_source, steps=STEPS), tiny_policy, encoder)
     assert resumed.name == final.name
-    for file in ("model.safetensors", "optimizer.safetensors"):
-        a, b = load_file(str(final / file)), load_file(str(resumed / file))
-        assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a), file
+    assert_same_state(final, resumed)
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == \
         list(range(1, STEPS + 1))
 
@@ -118,6 +123,43 @@ def test_timeout_names_the_actor_and_step(ray_local, tmp_path: Path, tiny_rl_sou
     cfg = tiny_config(tmp_path, tiny_rl_source, steps=1, timeout_s=0.01)
     with pytest.raises(R4TError, match=r"RL step 0: rollout worker 0 did not answer within"):
         train(cfg, tiny_policy, encoder)
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.mark.faults
+def test_rollout_and_reward_workers_killed_mid_step_are_restarted_and_the_run_ends_as_uninterrupted(
+        trained, tmp_path: Path, tiny_rl_source, tiny_policy, encoder) -> None:
+    """Real SIGKILLs, after two steps: of the rollout worker while it generates, then of the reward worker while it
+    scores. Ray restarts each and retries its call; the restarted rollout worker, back at its initial weights, fetches
+    the version the call names. The run ends with the uninterrupted run's weights and optimizer state, bit for bit."""
+    cfg, final = trained
+    log = tmp_path / "tiny" / cfg.name / "metrics.jsonl"
+    with killing("ray::RolloutWorker.generate", "ray::RewardWorker.score", when=lambda: _lines(log) >= 2) as killed:
+        again = train(tiny_config(tmp_path, tiny_rl_source, steps=STEPS), tiny_policy, encoder)
+    assert [title for title, _ in killed] == ["ray::RolloutWorker.generate", "ray::RewardWorker.score"]
+    assert_same_state(final, again)
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+def test_a_learner_killed_between_checkpoints_stops_the_run_naming_it_and_a_rerun_ends_as_uninterrupted(
+        trained, tmp_path: Path, tiny_rl_source, tiny_policy, encoder) -> None:
+    """A real SIGKILL of the learner while it updates, after the step-4 checkpoint: the run stops naming the learner
+    and the step (a restarted learner would have lost its optimizer state); the rerun resumes from step 4 and ends
+    with the uninterrupted run's weights and optimizer state."""
+    cfg, final = trained
+    out = tmp_path / "tiny" / cfg.name
+    with killing("ray::Learner.update", when=lambda: (out / "checkpoints" / "step-000004").is_dir()) as killed, \
+            pytest.raises(R4TError, match=r"RL step [4-7]: learner died"):
+        train(tiny_config(tmp_path, tiny_rl_source, steps=STEPS), tiny_policy, encoder)
+    assert killed and latest_checkpoint(out).name == "step-000004"
+    again = train(tiny_config(tmp_path, tiny_rl_source, steps=STEPS), tiny_policy, encoder)
+    assert_same_state(final, again)
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == \
+        list(range(1, STEPS + 1))
 
 
 @pytest.mark.parametrize("override, key", [("rl.group_size=1", "rl.group_size"), ("rl.loss=ppo", "rl.loss"),

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import TINY_K, TINY_QUERIES
+from conftest import TINY_K, TINY_QUERIES, killing
 from r4t.catalog import prepare_catalog
 from r4t.config import load_config, SynthConfig
-from r4t.errors import ConfigError, DataError
+from r4t.errors import ConfigError, DataError, R4TError
 from r4t.jobs import synth as job
 from r4t.policy.prompt import PLAIN_TEMPLATE
 from r4t.synth.synthesize import pending_shards, plan_shards, run_shards
@@ -92,36 +88,34 @@ def test_interrupted_synthesis_resumes_to_exactly_the_uninterrupted_rows(ray_loc
     assert table_rows(out) == expected  # no row lost, none duplicated, identical values
 
 
-def kill_first_busy_worker(killed: list[int], deadline_s: float = 120) -> None:
-    """SIGKILL the first process seen running a shard (Ray titles an actor's process "ray::SynthWorker.run" while
-    the method runs); its pid goes into `killed`."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        for proc in Path("/proc").iterdir():
-            try:
-                busy = proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::SynthWorker.run")
-            except OSError:  # the process ended while being looked at
-                continue
-            if busy:
-                os.kill(int(proc.name), signal.SIGKILL)
-                killed.append(int(proc.name))
-                return
-        time.sleep(0.02)
-
-
+@pytest.mark.faults
 def test_a_worker_killed_mid_shard_is_restarted_and_every_target_is_written_once(ray_local, tmp_path,
                                                                                  tiny_rl_source, tiny_policy):
     """A real SIGKILL of a synthesis worker's process while it runs a shard: Ray restarts the actor and reruns the
     shard, and the targets equal an uninterrupted run's, row for row (none lost, none twice)."""
     job.run(synth_config(tmp_path / "a", tiny_rl_source, tiny_policy), progress=False)
     expected = table_rows(tmp_path / "a" / "tiny" / "synth")
-    killed: list[int] = []
-    killer = threading.Thread(target=kill_first_busy_worker, args=(killed,))
-    killer.start()
-    result = job.run(synth_config(tmp_path / "b", tiny_rl_source, tiny_policy), progress=False)
-    killer.join()
+    with killing("ray::SynthWorker.run") as killed:
+        result = job.run(synth_config(tmp_path / "b", tiny_rl_source, tiny_policy), progress=False)
     assert killed, "no synthesis worker was seen running a shard"
     assert result["tiny"]["ran"] == 3
+    assert table_rows(tmp_path / "b" / "tiny" / "synth") == expected
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+def test_without_restarts_a_killed_worker_stops_the_job_naming_it_and_a_rerun_completes(ray_local, tmp_path,
+                                                                                        tiny_rl_source, tiny_policy):
+    """The same kill with `workers.restarts=0`: the job stops naming the worker and the shard; the rerun resumes from
+    the finished shards and ends with an uninterrupted run's rows."""
+    job.run(synth_config(tmp_path / "a", tiny_rl_source, tiny_policy), progress=False)
+    expected = table_rows(tmp_path / "a" / "tiny" / "synth")
+    cfg = synth_config(tmp_path / "b", tiny_rl_source, tiny_policy, "workers.restarts=0")
+    with killing("ray::SynthWorker.run") as killed, pytest.raises(R4TError, match=r"synthesis worker \d died on "
+                                                                                  r"shard train/\d after 0 restarts"):
+        job.run(cfg, progress=False)
+    assert killed
+    assert job.run(cfg, progress=False)["tiny"]["ran"] >= 1
     assert table_rows(tmp_path / "b" / "tiny" / "synth") == expected
 
 

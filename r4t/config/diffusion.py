@@ -113,9 +113,11 @@ class TrainWorkersConfig:
     cpus: float = 0.5  # Ray Data needs a CPU left over to read the targets
     use_gpu: bool = False
     torch_threads: int = 1
+    restarts: int = 2  # a dead worker: Ray Train restarts the group from the latest checkpoint, this many times
 
     def __post_init__(self) -> None:
         _require(self.count >= 1, "workers.count", self.count, "must be at least 1")
+        _require(self.restarts >= 0, "workers.restarts", self.restarts, "must be non-negative")
         _require(self.cpus > 0, "workers.cpus", self.cpus, "must be positive")
         _require(self.torch_threads >= 1, "workers.torch_threads", self.torch_threads, "must be at least 1")
 

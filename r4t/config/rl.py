@@ -78,10 +78,13 @@ class WorkersConfig:
     # Custom Ray resources each reward worker needs, e.g. {scoring: 1}: the resource only a CPU worker group
     # advertises, so reward scoring runs there and not beside the GPUs.
     reward_resources: dict[str, float] = field(default_factory=dict)
+    # How often Ray restarts a dead rollout or reward worker (its call is retried and gives the same result); then
+    # the run stops naming it. The learner is never restarted: its optimizer state lives only in its checkpoints.
+    restarts: int = 2
 
     def __post_init__(self) -> None:
         _check_actors(self, "reward_resources", ("rollout", "reward", "torch_threads", "learner_threads"),
-                      ("rollout_cpus", "reward_cpus", "learner_cpus", "rollout_gpus", "learner_gpus"))
+                      ("rollout_cpus", "reward_cpus", "learner_cpus", "rollout_gpus", "learner_gpus", "restarts"))
 
 
 @dataclass

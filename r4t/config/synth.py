@@ -48,9 +48,10 @@ class ActorsConfig:
     gpus: float = 0.0
     torch_threads: int = 1
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per actor, e.g. {gpu_group: 1}
+    restarts: int = 2  # how often Ray restarts a dead worker and reruns its shard; then the job stops naming it
 
     def __post_init__(self) -> None:
-        _check_actors(self, "resources", ("count", "torch_threads"), ("cpus", "gpus"))
+        _check_actors(self, "resources", ("count", "torch_threads"), ("cpus", "gpus", "restarts"))
 
 
 @dataclass

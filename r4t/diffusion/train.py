@@ -207,7 +207,8 @@ def fit_denoiser(target_files: list[str], model_cfg: DenoiserConfig, settings: D
     """Run (or resume) Ray Train over the target shards. → the latest ray.train.Checkpoint.
 
     Checkpoints go to <storage>/train/ (Ray Train's layout), straight to the remote side for a URI run_dir; a
-    rerun with the same storage resumes from the latest one. Multi-node training needs `storage` on a filesystem
+    rerun with the same storage resumes from the latest one, and so does Ray Train itself when a worker dies
+    (`workers.restarts` times). Multi-node training needs `storage` on a filesystem
     every node sees (ensure_ray checks a local run_dir). Paths handed to the workers are absolute: Ray Train runs
     them in a working directory of its own. A denoiser with context items needs `context_rows` (query id → its
     padded context rows, every training query) and the catalog's `item_emb`."""
@@ -242,7 +243,8 @@ def fit_denoiser(target_files: list[str], model_cfg: DenoiserConfig, settings: D
         scaling_config=ray.train.ScalingConfig(num_workers=workers.count, use_gpu=workers.use_gpu,
                                                resources_per_worker={"CPU": workers.cpus}),
         run_config=ray.train.RunConfig(storage_path=storage_uri(storage), name="train",
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                                       failure_config=ray.train.FailureConfig(max_failures=workers.restarts)))
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as e:

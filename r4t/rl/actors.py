@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import ray
 import torch
 
 from r4t.config import RLSettings
@@ -22,17 +23,23 @@ from r4t.storage import fetch, publish
 
 
 class RolloutWorker:
-    def __init__(self, backend: str, model_path: str, device: str = "cpu", torch_threads: int = 1):
+    def __init__(self, backend: str, model_path: str, device: str = "cpu", torch_threads: int = 1, version: int = 0):
+        """version: how many learner updates the weights at model_path hold (the step they were saved at)."""
         torch.set_num_threads(torch_threads)
         self.backend = make_backend(backend, str(fetch(model_path)), device)
+        self.version = version
 
-    def generate(self, prompts: list[str], settings: SamplingSettings) -> tuple[list[Rollout], float]:
+    def generate(self, prompts: list[str], settings: SamplingSettings,
+                 weights: tuple[int, ray.ObjectRef] | None = None) -> tuple[list[Rollout], float]:
+        """weights: (version, a ref to the learner's state_dict) to sample with; fetched only when this worker holds
+        another version. A worker that Ray restarted after a crash is back at its initial weights: this is how its
+        retried call still samples exactly what the lost call would have (the seed is in `settings`)."""
+        if weights is not None and weights[0] != self.version:
+            self.backend.set_weights(ray.get(weights[1]))
+            self.version = weights[0]
         start = time.perf_counter()
         rollouts = self.backend.generate(prompts, settings)
         return rollouts, time.perf_counter() - start
-
-    def set_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        self.backend.set_weights(state_dict)
 
 
 class RewardWorker:

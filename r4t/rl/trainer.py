@@ -1,11 +1,14 @@
 """The RL driver: a thin loop over Ray actors.
 
     for each step:
-        rollout workers generate G samples for each prompt of the step, a chunk of prompts per call;
-        as each chunk arrives, a reward worker scores it (while the next chunk is being generated);
-        group-normalized advantages; the learner updates; the new weights go to every rollout worker.
+        rollout workers generate G samples for each prompt of the step with the learner's latest weights, a chunk
+        of prompts per call; as each chunk arrives, a reward worker scores it (while the next chunk is generated);
+        group-normalized advantages; the learner updates.
 
 Every remote call has a timeout; a timeout or a dead actor becomes an R4TError naming the actor and the step.
+Rollout and reward workers that die are restarted by Ray and their call retried (`workers.restarts`): a call's
+result depends only on its arguments (the weights' version and the sampling seed travel with it), so the run ends
+as an uninterrupted one would. A dead learner stops the run; a rerun resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -77,15 +80,20 @@ class RLTrainer:
         if resume_from is not None:
             self.start_step, model_path = read_info(resume_from)["step"], str(resume_from)
         self.init_path = str(init_path)
+        # The learner keeps max_restarts=0: a restarted one would silently start over from model_path.
         self.learner = ray.remote(Learner).options(num_cpus=w.learner_cpus, num_gpus=w.learner_gpus).remote(
             model_path, s, cfg.policy.device, w.learner_threads, str(resume_from) if resume_from else None,
             str(init_path))
-        self.rollout = [ray.remote(RolloutWorker).options(num_cpus=w.rollout_cpus, num_gpus=w.rollout_gpus).remote(
-            cfg.policy.backend, model_path, cfg.policy.device, w.torch_threads) for _ in range(w.rollout)]
+        restartable = {"max_restarts": w.restarts, "max_task_retries": w.restarts}
+        self.rollout = [ray.remote(RolloutWorker).options(num_cpus=w.rollout_cpus, num_gpus=w.rollout_gpus,
+                                                          **restartable).remote(
+            cfg.policy.backend, model_path, cfg.policy.device, w.torch_threads, self.start_step)
+            for _ in range(w.rollout)]
         factory = scorer_factory(cfg.run_dir, spec, cfg.embed, cfg.index, cfg.reward, cfg.seed)
-        self.reward = [ray.remote(RewardWorker).options(num_cpus=w.reward_cpus, resources=dict(w.reward_resources))
-                       .remote(factory, w.torch_threads)
+        self.reward = [ray.remote(RewardWorker).options(num_cpus=w.reward_cpus, resources=dict(w.reward_resources),
+                                                        **restartable).remote(factory, w.torch_threads)
                        for _ in range(w.reward)]
+        self.weights = None  # (version, ref) of the learner's weights once it has updated, for the rollout workers
         self.advantage = get_advantage(s.advantage)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.log = MetricsLog(out_dir / "metrics.jsonl", self.start_step, GAUGES)
@@ -101,7 +109,7 @@ class RLTrainer:
                                         max_new_tokens=cfg.policy.max_new_tokens,
                                         seed=int(np.random.default_rng([cfg.seed, step, c]).integers(2**31)))
             prompts = [self.pool.prompts[i] for i in chunk]
-            pending[self.rollout[worker].generate.remote(prompts, settings)] = (c, f"rollout worker {worker}")
+            pending[self.rollout[worker].generate.remote(prompts, settings, self.weights)] = (c, f"rollout worker {worker}")
         generated, scoring, gen_seconds = {}, {}, 0.0
         deadline = time.monotonic() + timeout
         while pending:
@@ -154,9 +162,7 @@ class RLTrainer:
             order_seed = int(np.random.default_rng([self.cfg.seed, step]).integers(2**31))  # minibatch order
             learner = _call(self.learner.update.remote(rollouts, advantages, order_seed), "learner", step,
                             s.timeout_s)
-            weights = self.learner.state_dict.remote()
-            _call([w.set_weights.remote(weights) for w in self.rollout], "rollout workers (set_weights)", step,
-                  s.timeout_s)
+            self.weights = (step + 1, self.learner.state_dict.remote())
             stats = {"step": step + 1, **reward_stats(scores), **learner, **timing,
                      "step_seconds": time.perf_counter() - t0}
             self.log.write(stats, tags)

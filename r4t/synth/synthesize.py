@@ -27,7 +27,6 @@ from r4t.synth.targets import MANIFEST_FILE, finished_shards, shard_identity, sh
 from r4t.synth.worker import Generation, Shard, SynthWorker
 
 IDENTITY_FILE = "identity.json"
-WORKER_RESTARTS = 2  # per synthesis worker, then the job stops naming the worker and shard (a rerun resumes)
 GAUGES = DashboardGauges("r4t_synth", ("rows_per_s", "rows", "malformed_frac", "reward_mean"), ("dataset", "run"),
                          "target synthesis")
 
@@ -81,9 +80,10 @@ def run_shards(todo: list[Shard], generation: Generation, scorer_factory, settin
         return []
     # A worker that dies (OOM-killed, preempted node) is restarted and its shard run again: a shard's file appears
     # under its name only when whole and its draws depend only on (seed, split, index), so the retry writes it once.
+    # Spread over the nodes, the loss of one node costs the fewest workers.
     actor_cls = ray.remote(SynthWorker).options(num_cpus=workers.cpus, num_gpus=workers.gpus,
-                                                resources=dict(workers.resources), max_restarts=WORKER_RESTARTS,
-                                                max_task_retries=WORKER_RESTARTS)
+                                                resources=dict(workers.resources), max_restarts=workers.restarts,
+                                                max_task_retries=workers.restarts, scheduling_strategy="SPREAD")
     actors = [actor_cls.remote(generation, scorer_factory, settings, identity, workers.torch_threads)
               for _ in range(min(workers.count, len(todo)))]
     queue, in_flight, stats = list(todo), {}, []
@@ -97,7 +97,7 @@ def run_shards(todo: list[Shard], generation: Generation, scorer_factory, settin
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=5.0)
             for ref in ready:
                 a, shard, _ = in_flight.pop(ref)
-                stats.append(_get(ref, a, shard))
+                stats.append(_get(ref, a, shard, workers.restarts))
                 bar.update(1)
                 rows = sum(s["rows"] for s in stats)
                 GAUGES.set({"rows_per_s": rows / (time.perf_counter() - start), "rows": rows,
@@ -117,12 +117,12 @@ def run_shards(todo: list[Shard], generation: Generation, scorer_factory, settin
     return stats
 
 
-def _get(ref, actor: int, shard: Shard) -> dict:
+def _get(ref, actor: int, shard: Shard, restarts: int) -> dict:
     try:
         return ray.get(ref)
     except RayActorError as e:
-        raise R4TError(f"synthesis worker {actor} died on shard {shard.split}/{shard.index} after {WORKER_RESTARTS} "
-                       f"restarts (a rerun resumes from the finished shards): "
+        raise R4TError(f"synthesis worker {actor} died on shard {shard.split}/{shard.index} after {restarts} "
+                       f"restarts (the workers' `restarts`; a rerun resumes from the finished shards): "
                        f"{str(e).splitlines()[0]}") from None
     except RayTaskError as e:
         raise R4TError(f"synthesis worker {actor} failed on shard {shard.split}/{shard.index}: {e.cause!r}") from None
