@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
 import torch
-from conftest import free_port
 
 from r4t.config import DatasetSpec, IndexConfig
 from r4t.diffusion.checkpoint import export_model
@@ -34,21 +35,24 @@ def tiny_artifacts(run_dir: Path, source: Path, encoder, **manifest_changes) -> 
     return run_dir
 
 
+@contextmanager
+def tiny_app(run_dir: Path, **args) -> Iterator[httpx.Client]:
+    """The app on the tiny artifacts on a free loopback port (short health-check period), as a client; Serve is shut
+    down on the way out."""
+    from r4t.serve.local import loopback_serve, run_app
+
+    with loopback_serve() as base_url:
+        run_app({"run_dir": str(run_dir), "dataset": "tiny", "sampler": {"steps": 4}, "health_check_period_s": 1,
+                 **args})
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            client.run_dir = run_dir
+            yield client
+
+
 @pytest.fixture(scope="module")
 def served(ray_local, tmp_path_factory, tiny_source, encoder):
-    from ray import serve
-
-    from r4t.serve.app import build_app
-
-    run_dir = tiny_artifacts(tmp_path_factory.mktemp("serve"), tiny_source, encoder)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"run_dir": str(run_dir), "dataset": "tiny", "sampler": {"steps": 4},
-                         "health_check_period_s": 1}), name="r4t", route_prefix="/")
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-        client.run_dir = run_dir
+    with tiny_app(tiny_artifacts(tmp_path_factory.mktemp("serve"), tiny_source, encoder)) as client:
         yield client
-    serve.shutdown()
 
 
 def test_a_query_gets_k_distinct_grounded_items(served, tiny_catalog):
