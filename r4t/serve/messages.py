@@ -74,3 +74,6 @@ class AppArgs(BaseModel):
     api_key_env: StrictStr | None = Field(None, description="the environment variable holding the key on each node")
     health_check_period_s: float | None = Field(None, gt=0)
     health_check_timeout_s: float | None = Field(None, gt=0)
+    retry_attempts: StrictInt = Field(3, ge=1, description="calls in all to a deployment whose replica died")
+    retry_seconds: float = Field(60.0, gt=0, description="how long, from the first failure, a call may wait for a "
+                                                         "replacement replica before the client gets a 503")
