@@ -104,6 +104,11 @@ def test_bad_requests_are_4xx_naming_the_problem(served, body, status, names):
     (b"{not json", 400, "not valid JSON"),
     (b'{"query": "\xff\xfe"}', 400, "UTF-8"),
     (b'{"query": "' + b"a" * 70000 + b'"}', 413, "limit"),
+    # found by r4t bench fuzz, both were 500s: json.loads recursing past Python's limit, and an integer past
+    # Python's 4300-digit conversion limit (a ValueError that is not a JSONDecodeError)
+    (b'{"query": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "nested too deeply"),
+    (b'{"query": "red boots", "steps": ' + b"1" * 5000 + b"}", 400, "not valid JSON"),
+    (b'{"query": ' + b'{"a":' * 20 + b"1" + b"}" * 21, 400, "nested 21 levels deep"),
 ])
 def test_malformed_bodies_are_4xx(served, content, status, names):
     r = served.post("/v1/fanout", content=content, headers={"content-type": "application/json"})

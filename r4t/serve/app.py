@@ -28,7 +28,7 @@ from ray.serve.handle import DeploymentHandle
 from r4t.errors import ConfigError
 from r4t.serve.artifacts import ServedArtifacts, resolve_artifacts
 from r4t.serve.deployments import CatalogIndex, Denoiser, QueryEncoder
-from r4t.serve.messages import MAX_BODY_BYTES, AppArgs, BatchRequest, FanoutRequest, FanoutResponse
+from r4t.serve.messages import MAX_BODY_BYTES, MAX_JSON_DEPTH, AppArgs, BatchRequest, FanoutRequest, FanoutResponse
 from r4t.serve.retry import ReplicaUnavailable, RetryPolicy, call_with_retries
 from r4t.storage import fetch
 
@@ -67,12 +67,29 @@ async def _guard(request: Request, call_next):
         if len(body) > MAX_BODY_BYTES:
             return _error(413, f"request body of {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
         try:
-            json.loads(body.decode("utf-8"))
+            depth = _depth(json.loads(body.decode("utf-8")))
         except UnicodeDecodeError as e:
             return _error(400, f"request body is not valid UTF-8 (byte {e.start})")
         except json.JSONDecodeError as e:
             return _error(400, f"request body is not valid JSON ({e.msg} at position {e.pos})")
+        except RecursionError:  # json.loads recurses per level: thousands of [ fit in the size limit
+            return _error(400, f"request body is nested too deeply; the limit is {MAX_JSON_DEPTH} levels")
+        except ValueError as e:  # e.g. an integer of more digits than Python converts
+            return _error(400, f"request body is not valid JSON ({e})")
+        if depth > MAX_JSON_DEPTH:  # caught here, before FastAPI's parser (deeper in the stack) recurses into it
+            return _error(400, f"request body is nested {depth} levels deep; the limit is {MAX_JSON_DEPTH}")
     return await call_next(request)
+
+
+def _depth(value) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (iteratively: no recursion limit to hit)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            todo.extend((child, d + 1) for child in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 def resolve_api_key(api_key: str | None, api_key_env: str | None) -> str | None:

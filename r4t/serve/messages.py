@@ -10,6 +10,7 @@ MAX_QUERY_CHARS = 512
 MAX_K = 100
 MAX_BATCH = 64
 MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 16  # a batch request nests 3 deep
 METHODS = ("R4T-Diffusion", "no fan-out")  # the names r4t.retrieve and r4t eval use
 
 
