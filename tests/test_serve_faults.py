@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import time
 from dataclasses import dataclass
@@ -183,3 +184,15 @@ def test_exhausted_retries_answer_503_naming_the_deployment():
     r = asyncio.run(handler(None, ReplicaUnavailable("Denoiser", 3, 60.2, None)))
     assert r.status_code == 503 and r.headers["retry-after"]
     assert "deployment 'Denoiser' unavailable" in json.loads(r.body)["error"]
+
+
+def test_fuzz_cases_are_seeded_and_every_mutation_makes_a_sendable_request():
+    from r4t.serve.fuzz import MUTATIONS, fuzz_cases
+
+    first = list(fuzz_cases(3, 400))
+    assert first == list(fuzz_cases(3, 400)) and first != list(fuzz_cases(4, 400))
+    for _, mutation in MUTATIONS:
+        case = mutation(random.Random(0))
+        assert case.method and case.path.startswith("/") and isinstance(case.content, bytes), mutation.__name__
+    kinds = {c.kind for c in first}
+    assert {"valid", "not UTF-8", "truncated JSON", "bad batch", "wrong route", "empty body"} <= kinds
