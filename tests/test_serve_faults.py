@@ -1,4 +1,4 @@
-"""Faults injected into the served app's real processes under loopback load.
+"""Faults injected into the served app's real processes under loopback load, and the fuzz bench at test size.
 
 A replica's process is SIGKILLed while closed-loop clients keep POSTing /v1/fanout; the promise is that no request
 fails: the ingress resends the dead replica's calls, and with one replica they wait for Serve's replacement. Each
@@ -196,3 +196,15 @@ def test_fuzz_cases_are_seeded_and_every_mutation_makes_a_sendable_request():
         assert case.method and case.path.startswith("/") and isinstance(case.content, bytes), mutation.__name__
     kinds = {c.kind for c in first}
     assert {"valid", "not UTF-8", "truncated JSON", "bad batch", "wrong route", "empty body"} <= kinds
+
+
+def test_the_fuzz_bench_reports_no_5xx_and_flat_replica_memory(app):
+    from r4t.serve.fuzz_bench import format_report, run_fuzz
+
+    rep = run_fuzz(str(app.base_url), requests=300, max_seconds=90, seed=0, concurrency=4, sample_s=1)
+    print("\n" + format_report(rep))
+    assert rep["requests"] == 300 and rep["by_class"].get("2xx") and rep["by_class"].get("4xx")
+    assert not rep["failures"], rep["failures"][:3]
+    assert {m["deployment"] for m in rep["memory"]} == {"Ingress", "QueryEncoder", "Denoiser", "CatalogIndex"}
+    assert all(m["alive"] and m["samples"] >= 3 for m in rep["memory"]) and not rep["replicas_restarted"]
+    assert rep["ok"], format_report(rep)
