@@ -13,6 +13,7 @@ import random
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -60,6 +61,22 @@ async def _closed_loop(base_url: str, stop: asyncio.Event, out: list[Sent]) -> N
         await asyncio.gather(*(client(c, i) for i in range(CONCURRENCY)))
 
 
+def _kill_when_busy(pid: int, limit_s: float = 20) -> bool:
+    """SIGKILL pid as soon as Ray's title shows it running a request (".handle_request..." after the deployment
+    name), so that a call is in flight inside it; at limit_s kill it anyway → whether it was busy."""
+    deadline = time.monotonic() + limit_s
+    busy = False
+    while not busy and time.monotonic() < deadline:
+        try:
+            busy = b".handle_request" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            break
+        if not busy:
+            time.sleep(0.001)
+    os.kill(pid, signal.SIGKILL)
+    return busy
+
+
 def _running(deployment: str) -> bool:
     from ray import serve
 
@@ -72,11 +89,11 @@ async def _kill_under_load(base_url: str, deployment: str, warm_s: float = 3, af
     sent: list[Sent] = []
     stop = asyncio.Event()
     load = asyncio.create_task(_closed_loop(base_url, stop, sent))
-    killed = running = None
+    killed = running = busy = None
     try:
         await asyncio.sleep(warm_s)
         [pid] = replica_processes()[deployment]
-        os.kill(pid, signal.SIGKILL)
+        busy = await asyncio.to_thread(_kill_when_busy, pid)
         killed = time.monotonic()
         while time.monotonic() < killed + OUTAGE_LIMIT_S and running is None:
             await asyncio.sleep(0.2)
@@ -87,7 +104,7 @@ async def _kill_under_load(base_url: str, deployment: str, warm_s: float = 3, af
     finally:
         stop.set()
         await load
-    return {"sent": sent, "killed": killed, "running": running, "pid": pid}
+    return {"sent": sent, "killed": killed, "running": running, "pid": pid, "busy": busy}
 
 
 @pytest.mark.slow
@@ -97,6 +114,7 @@ def test_a_replica_killed_under_load_fails_no_request(app, deployment, needs):
     replica are resent and wait for the replacement); after the replacement runs, everything is a 200."""
     run = asyncio.run(_kill_under_load(str(app.base_url), deployment))
     sent, killed, running = run["sent"], run["killed"], run["running"]
+    assert run["busy"], f"{deployment} was never seen running a request: the kill would test nothing"
     assert running is not None, f"no replacement {deployment} replica running {OUTAGE_LIMIT_S} s after the kill"
     failed = [s for s in sent if s.status != 200]
     needing = [s for s in sent if s.method in needs]
@@ -104,8 +122,8 @@ def test_a_replica_killed_under_load_fails_no_request(app, deployment, needs):
     first_ok = min((s.end for s in needing if s.start >= killed and s.status == 200), default=None)
     after = [s for s in sent if s.start >= running]
     statuses = sorted({s.status for s in failed}, key=str)
-    print(f"\n{deployment} pid {run['pid']} SIGKILLed under load (concurrency {CONCURRENCY}): {len(sent)} requests, "
-          f"{len(failed)} failed {statuses}; {len(waited)} needed it during the outage, slowest "
+    print(f"\n{deployment} pid {run['pid']} SIGKILLed mid-request under load (concurrency {CONCURRENCY}): "
+          f"{len(sent)} requests, {len(failed)} failed {statuses}; {len(waited)} needed it during the outage, slowest "
           f"{max((s.end - s.start for s in waited), default=0):.2f} s; first success of a request sent after the "
           f"kill {'never' if first_ok is None else f'{first_ok - killed:.2f} s'}; replacement running after "
           f"{running - killed:.2f} s; {len(after)} requests after it")

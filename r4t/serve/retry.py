@@ -12,11 +12,14 @@ resent. When the attempts or the time run out the caller gets ReplicaUnavailable
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from ray.exceptions import RayActorError
+
+logger = logging.getLogger("ray.serve")  # into the replica's Serve log
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ async def call_with_retries(deployment: str, call: Callable[[], Awaitable[Any]],
         pause = policy.backoff_s * 2 ** (attempt - 1)
         if attempt >= policy.attempts or now + pause >= first_failure + policy.seconds:
             break
+        logger.warning(f"call to {deployment} failed ({type(cause).__name__}), attempt {attempt} of "
+                       f"{policy.attempts}; resending in {pause:.1f} s")
         await asyncio.sleep(pause)
     spent = 0.0 if first_failure is None else time.monotonic() - first_failure
     raise ReplicaUnavailable(deployment, attempt, spent, cause)
