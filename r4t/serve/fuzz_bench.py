@@ -30,6 +30,11 @@ class _Memory:
         for pid, rows in self.samples.items():
             rows.append((label, time.monotonic() - self.t0, rss_bytes(pid)))
 
+    def line(self) -> str:
+        last = {pid: rows[-1][2] for pid, rows in self.samples.items()}
+        return ", ".join(f"{name} " + ("gone" if last[pid] is None else f"{last[pid] / MIB:.0f} MiB")
+                         for name, pids in sorted(self.replicas.items()) for pid in pids)
+
     def report(self, max_growth: float) -> list[dict]:
         rows = []
         for name, pids in sorted(self.replicas.items()):
@@ -42,6 +47,7 @@ class _Memory:
                              "warm_mib": _mib(warm), "end_mib": _mib(end), "max_mib": _mib(max(seen, default=None)),
                              "growth_mib": _mib(growth), "growth_pct": None if growth is None else 100 * growth / warm,
                              "samples": len(seen), "alive": end is not None,
+                             "series_mib": [(round(t, 1), _mib(rss)) for _, t, rss in self.samples[pid]],
                              "flat": growth is not None and growth <= max_growth * warm})
         return rows
 
@@ -71,11 +77,15 @@ async def _send(base_url: str, cases: list[FuzzCase], concurrency: int, deadline
 
 
 async def _fuzz(base_url: str, cases: list[FuzzCase], concurrency: int, max_seconds: float, memory: _Memory,
-                sample_s: float, results: list) -> None:
+                sample_s: float, results: list, progress_s: float | None) -> None:
     async def sampler() -> None:
+        shown = time.monotonic()
         while True:
             await asyncio.sleep(sample_s)
             memory.sample("interval")
+            if progress_s is not None and time.monotonic() - shown >= progress_s:
+                shown = time.monotonic()
+                print(f"  {len(results)} of {len(cases)} sent; RSS {memory.line()}", flush=True)
 
     deadline = time.monotonic() + max_seconds
     ticker = asyncio.create_task(sampler())
@@ -90,7 +100,7 @@ async def _fuzz(base_url: str, cases: list[FuzzCase], concurrency: int, max_seco
 
 
 def run_fuzz(base_url: str, requests: int, max_seconds: float, seed: int = 0, concurrency: int = 8,
-             sample_s: float = 5.0, max_rss_growth: float = 0.10) -> dict:
+             sample_s: float = 5.0, max_rss_growth: float = 0.10, progress_s: float | None = None) -> dict:
     """Fuzz the app already running at base_url (its replicas descending from this process) → the report."""
     replicas = replica_processes()
     if not replicas:
@@ -101,7 +111,7 @@ def run_fuzz(base_url: str, requests: int, max_seconds: float, seed: int = 0, co
     cases = list(fuzz_cases(seed, requests))
     results: list[tuple[FuzzCase, int | None, str]] = []
     start = time.monotonic()
-    asyncio.run(_fuzz(base_url, cases, concurrency, max_seconds, memory, sample_s, results))
+    asyncio.run(_fuzz(base_url, cases, concurrency, max_seconds, memory, sample_s, results, progress_s))
     wall = time.monotonic() - start
     classes = Counter("error" if s is None else f"{s // 100}xx" for _, s, _ in results)
     failures = [{"case": c.describe(), "status": s, "answer": text} for c, s, text in results if s is None or s >= 500]
@@ -130,7 +140,8 @@ def bench_fuzz(run_dir: str, dataset: str, sampler: dict | None, diffusion_run: 
 
     with loopback_serve() as base_url:
         run_app({"run_dir": run_dir, "dataset": dataset, "diffusion_run": diffusion_run, "sampler": sampler})
-        return run_fuzz(base_url, requests, max_seconds, seed, concurrency, max_rss_growth=max_rss_growth)
+        return run_fuzz(base_url, requests, max_seconds, seed, concurrency, max_rss_growth=max_rss_growth,
+                        progress_s=30)
 
 
 def format_report(rep: dict) -> str:
