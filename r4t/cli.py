@@ -11,6 +11,7 @@
     r4t serve [--dataset NAME]     the HTTP API on Ray Serve (serve_configs/ for replicas and autoscaling)
     r4t bench foundation           encoder, index and reward-scorer throughput
     r4t bench serve                the served app under load vs the in-process sampler
+    r4t bench fuzz                 seeded fuzzed requests at the served app: no 5xx, replica memory flat
 
 Every command takes --config FILE and dotted overrides (key=value); errors in input name the file, key
 and value, and exit with status 2.
@@ -168,6 +169,20 @@ def _cmd_bench_serve(args: argparse.Namespace) -> None:
     print(f"\nreproduce: r4t bench serve --dataset {args.dataset} --requests {args.requests} run_dir={run_dir}")
 
 
+def _cmd_bench_fuzz(args: argparse.Namespace) -> int:
+    from r4t.serve.fuzz_bench import bench_fuzz, format_report
+
+    cfg = config_from_args(EvalConfig, args)  # the app as `r4t serve` builds it from the same config
+    rep = bench_fuzz(cfg.run_dir, args.dataset, dataclasses.asdict(cfg.sampler), cfg.methods.diffusion_run,
+                     args.requests, args.max_seconds, args.seed, args.concurrency, args.max_rss_growth / 100)
+    print(format_report(rep))
+    print(f"\nreproduce: r4t bench fuzz --dataset {args.dataset} --requests {args.requests} --seed {args.seed} "
+          f"--concurrency {args.concurrency} run_dir={cfg.run_dir}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(rep, indent=1) + "\n")
+    return 0 if rep["ok"] else 1
+
+
 def _cmd_serve(args: argparse.Namespace) -> None:
     import time
 
@@ -267,6 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, default=320, help="per setting")
     p.add_argument("--max-seconds", type=float, default=60.0, help="per setting")
     p.add_argument("--steps", type=int, default=8, help="Euler sampler steps")
+    p = command(bench, "fuzz", _cmd_bench_fuzz, "jobs/eval.yaml",
+                help="seeded fuzzed HTTP requests at the served app on loopback: no 5xx, replica memory flat")
+    p.add_argument("--dataset", default="polyvore")
+    p.add_argument("--requests", type=int, default=10_000)
+    p.add_argument("--max-seconds", type=float, default=900.0, help="stop sending after this long")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--concurrency", type=int, default=8, help="closed-loop clients")
+    p.add_argument("--max-rss-growth", type=float, default=10.0,
+                   help="percent a replica's memory may grow from after the warm-up to the end")
+    p.add_argument("--out", default=None, help="also write the report here as JSON")
 
     for p, config in configs.items():
         add_config_args(p, config)

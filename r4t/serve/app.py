@@ -6,7 +6,8 @@
 POST /v1/fanout, POST /v1/fanout/batch, GET /healthz, GET /v1/info; OpenAPI at /openapi.json, docs at /docs.
 Every bad request is a 4xx naming the problem: the body is checked for size and UTF-8 before it is parsed,
 and the fields against the limits in r4t.serve.messages. An API key, when configured, is required in the
-`x-api-key` header.
+`x-api-key` header. A handle call whose replica died is resent within bounds (r4t.serve.retry); when none answers
+in time the client gets a 503 naming the deployment.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from ray.serve.handle import DeploymentHandle
 from r4t.errors import ConfigError
 from r4t.serve.artifacts import ServedArtifacts, resolve_artifacts
 from r4t.serve.deployments import CatalogIndex, Denoiser, QueryEncoder
-from r4t.serve.messages import MAX_BODY_BYTES, AppArgs, BatchRequest, FanoutRequest, FanoutResponse
+from r4t.serve.messages import MAX_BODY_BYTES, MAX_JSON_DEPTH, AppArgs, BatchRequest, FanoutRequest, FanoutResponse
+from r4t.serve.retry import ReplicaUnavailable, RetryPolicy, call_with_retries
 from r4t.storage import fetch
 
 api = FastAPI(title="r4t", description="Set-valued retrieval: a query in, a grounded set of catalog items out.",
@@ -47,6 +49,13 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
     return _error(422, "; ".join(problems))
 
 
+@api.exception_handler(ReplicaUnavailable)
+async def _unavailable(request: Request, exc: ReplicaUnavailable) -> JSONResponse:
+    response = _error(503, str(exc))
+    response.headers["retry-after"] = "5"
+    return response
+
+
 @api.middleware("http")
 async def _guard(request: Request, call_next):
     """Size, encoding and API key, before FastAPI parses anything."""
@@ -58,12 +67,29 @@ async def _guard(request: Request, call_next):
         if len(body) > MAX_BODY_BYTES:
             return _error(413, f"request body of {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
         try:
-            json.loads(body.decode("utf-8"))
+            depth = _depth(json.loads(body.decode("utf-8")))
         except UnicodeDecodeError as e:
             return _error(400, f"request body is not valid UTF-8 (byte {e.start})")
         except json.JSONDecodeError as e:
             return _error(400, f"request body is not valid JSON ({e.msg} at position {e.pos})")
+        except RecursionError:  # json.loads recurses per level: thousands of [ fit in the size limit
+            return _error(400, f"request body is nested too deeply; the limit is {MAX_JSON_DEPTH} levels")
+        except ValueError as e:  # e.g. an integer of more digits than Python converts
+            return _error(400, f"request body is not valid JSON ({e})")
+        if depth > MAX_JSON_DEPTH:  # caught here, before FastAPI's parser (deeper in the stack) recurses into it
+            return _error(400, f"request body is nested {depth} levels deep; the limit is {MAX_JSON_DEPTH}")
     return await call_next(request)
+
+
+def _depth(value) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (iteratively: no recursion limit to hit)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            todo.extend((child, d + 1) for child in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 def resolve_api_key(api_key: str | None, api_key_env: str | None) -> str | None:
@@ -82,8 +108,10 @@ def resolve_api_key(api_key: str | None, api_key_env: str | None) -> str | None:
 @serve.ingress(api)
 class Ingress:
     def __init__(self, encoder: DeploymentHandle, denoiser: DeploymentHandle, index: DeploymentHandle,
-                 artifacts: ServedArtifacts, api_key: str | None = None, api_key_env: str | None = None):
+                 artifacts: ServedArtifacts, api_key: str | None = None, api_key_env: str | None = None,
+                 retry: RetryPolicy = RetryPolicy()):
         self.encoder, self.denoiser, self.index, self.artifacts = encoder, denoiser, index, artifacts
+        self.retry = retry
         for folder in (artifacts.data_dir, artifacts.index_dir, artifacts.model_dir):
             fetch(folder)
         self.versions, self.manifests = artifacts.versions(), artifacts.manifests()
@@ -96,13 +124,15 @@ class Ingress:
 
     async def _one(self, req: FanoutRequest) -> dict:
         t0 = time.perf_counter()
-        q = await self.encoder.encode.remote(req.query)
+        q = await call_with_retries("QueryEncoder", lambda: self.encoder.encode.remote(req.query), self.retry)
         t1 = time.perf_counter()
         rows = None  # no fan-out: the query's own nearest items
         if req.method == "R4T-Diffusion":
-            rows = await self.denoiser.sample.remote((q, req.steps, req.guidance, req.seed))
+            rows = await call_with_retries(
+                "Denoiser", lambda: self.denoiser.sample.remote((q, req.steps, req.guidance, req.seed)), self.retry)
         t2 = time.perf_counter()
-        out = await self.index.ground.remote(None if rows is None else np.asarray(rows, np.float32), q, req.k)
+        rows = None if rows is None else np.asarray(rows, np.float32)
+        out = await call_with_retries("CatalogIndex", lambda: self.index.ground.remote(rows, q, req.k), self.retry)
         t3 = time.perf_counter()
         return FanoutResponse(query=req.query, method=req.method, items=out["items"], metrics=out["metrics"],
                               versions=self.versions,
@@ -145,4 +175,5 @@ def build_app(args: dict | AppArgs) -> serve.Application:
     denoiser = Denoiser.options(**health, num_replicas=args.denoiser_replicas).bind(
         str(art.model_dir), args.sampler, args.device, args.threads, str(art.root), args.nprobe, args.ef_search)
     index = CatalogIndex.options(**health).bind(str(art.root), args.nprobe, args.ef_search)
-    return Ingress.options(**health).bind(encoder, denoiser, index, art, args.api_key, args.api_key_env)
+    retry = RetryPolicy(args.retry_attempts, args.retry_seconds)
+    return Ingress.options(**health).bind(encoder, denoiser, index, art, args.api_key, args.api_key_env, retry)

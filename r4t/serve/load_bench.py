@@ -10,16 +10,9 @@ R4T-Diffusion's `generate` (the condition's nearest-item lookup and the sampler)
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import numpy as np
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _closed_loop(url: str, queries: list[str], concurrency: int, requests: int, max_seconds: float) -> dict:
@@ -84,13 +77,12 @@ def in_process_pipeline(method, texts: list[str], batch: int, repeats: int = 5) 
 
 def bench_serve(run_dir: str, dataset: str, replicas: list[int], concurrencies: list[int], requests: int,
                 max_seconds: float, sampler: dict) -> list[dict]:
-    import ray
     from ray import serve
 
     from r4t.data.dataset import Dataset
     from r4t.embed import TextEncoder
-    from r4t.serve.app import build_app
     from r4t.serve.artifacts import resolve_artifacts
+    from r4t.serve.local import APP, loopback_serve, run_app
 
     art = resolve_artifacts(run_dir, dataset)
     ds = Dataset.load(art.data_dir)
@@ -99,16 +91,11 @@ def bench_serve(run_dir: str, dataset: str, replicas: list[int], concurrencies: 
     method = in_process_method(art, sampler)
     baseline = {c: in_process_sampler(method, query_emb, c) for c in concurrencies}
     pipeline = {c: in_process_pipeline(method, queries, c) for c in concurrencies}
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    url = f"http://127.0.0.1:{port}/v1/fanout"
     rows = []
-    try:
+    with loopback_serve() as base:
+        url = f"{base}/v1/fanout"
         for n in replicas:
-            serve.run(build_app({"run_dir": run_dir, "dataset": dataset, "sampler": sampler, "denoiser_replicas": n}),
-                      name="r4t", route_prefix="/")
+            run_app({"run_dir": run_dir, "dataset": dataset, "sampler": sampler, "denoiser_replicas": n})
             asyncio.run(_closed_loop(url, queries, 4, 16, max_seconds))  # warm-up: lazy init, first batches
             for c in concurrencies:
                 res = asyncio.run(_closed_loop(url, queries, c, requests, max_seconds))
@@ -117,9 +104,7 @@ def bench_serve(run_dir: str, dataset: str, replicas: list[int], concurrencies: 
                 print(f"replicas {n} concurrency {c}: {res['requests']} requests, p50 {res['p50_s'] * 1e3:.1f} ms, "
                       f"p99 {res['p99_s'] * 1e3:.1f} ms, {res['rps']:.1f} req/s; in-process sampler at batch {c} "
                       f"{baseline[c] * 1e3:.1f} ms (p99 / in-process {res['p99_s'] / baseline[c]:.1f}x)", flush=True)
-            serve.delete("r4t")
-    finally:
-        serve.shutdown()
+            serve.delete(APP)
     return rows
 
 

@@ -10,6 +10,7 @@ MAX_QUERY_CHARS = 512
 MAX_K = 100
 MAX_BATCH = 64
 MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 16  # a batch request nests 3 deep
 METHODS = ("R4T-Diffusion", "no fan-out")  # the names r4t.retrieve and r4t eval use
 
 
@@ -74,3 +75,6 @@ class AppArgs(BaseModel):
     api_key_env: StrictStr | None = Field(None, description="the environment variable holding the key on each node")
     health_check_period_s: float | None = Field(None, gt=0)
     health_check_timeout_s: float | None = Field(None, gt=0)
+    retry_attempts: StrictInt = Field(3, ge=1, description="calls in all to a deployment whose replica died")
+    retry_seconds: float = Field(60.0, gt=0, description="how long, from the first failure, a call may wait for a "
+                                                         "replacement replica before the client gets a 503")
