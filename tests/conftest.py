@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from r4t.serve.local import descendants
 
 CATALOG: dict[str, list[str]] = {
     "shoes": [
@@ -228,12 +229,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the whole session (jobs call ray.init only when Ray is not running yet). With the dashboard:
@@ -246,29 +241,15 @@ def ray_local():
     ray.shutdown()
 
 
-def descends_from(pid: int, ancestor: int) -> bool:
-    """Whether `ancestor` is among pid's parents (Ray's worker processes descend from the process that started Ray)."""
-    while pid > 1:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state; the name may hold spaces
-        if pid == ancestor:
-            return True
-    return False
-
-
 def find_process(title: str, ancestor: int) -> int | None:
     """The pid of a process whose title starts with `title` (Ray titles an actor's process "ray::Class.method" while
     that method runs) among `ancestor`'s descendants, or None."""
-    for proc in Path("/proc").iterdir():
+    for pid in descendants(ancestor):
         try:
-            match = proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(title.encode())
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(title.encode()):
+                return pid
         except OSError:  # the process ended while being looked at
             continue
-        if match and descends_from(int(proc.name), ancestor):
-            return int(proc.name)
     return None
 
 

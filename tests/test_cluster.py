@@ -21,10 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import TINY_DEMO, descends_from, find_process, free_port
+from conftest import TINY_DEMO, find_process
 
 from r4t.data.dataset import Dataset
 from r4t.io import read_json
+from r4t.serve.local import descendants, free_port
 from r4t.synth.targets import read_targets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,8 +125,7 @@ class TwoNodeCluster:
         """The worker node dies at once, as a preempted machine: SIGKILL to its `ray start` and every process under
         it (raylet, agents, workers)."""
         root = self.procs[1].pid
-        doomed = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and descends_from(int(p.name), root)]
-        for pid in [root, *doomed]:
+        for pid in [root, *descendants(root)]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

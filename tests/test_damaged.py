@@ -21,6 +21,8 @@ from r4t.io import write_json
 from r4t.policy.model import load_policy
 from r4t.synth.targets import MANIFEST_FILE, read_targets
 
+pytestmark = pytest.mark.faults
+
 
 def cut_short(path: Path) -> Path:
     size = path.stat().st_size

@@ -117,6 +117,7 @@ def test_ray_train_trains_checkpoints_resumes_and_lowers_the_loss(tiny_targets, 
 
 
 @pytest.mark.faults
+@pytest.mark.slow
 def test_a_train_worker_killed_mid_epoch_restores_from_the_last_checkpoint(tiny_targets, tiny_rl_source, tmp_path):
     """A real SIGKILL of a Ray Train worker once a checkpoint is registered: Ray Train restarts the worker group from
     the latest checkpoint and the run ends at its last step with each step logged once. The lines up to the

@@ -130,6 +130,7 @@ def _lines(path: Path) -> int:
 
 
 @pytest.mark.faults
+@pytest.mark.slow
 def test_rollout_and_reward_workers_killed_mid_step_are_restarted_and_the_run_ends_as_uninterrupted(
         trained, tmp_path: Path, tiny_rl_source, tiny_policy, encoder) -> None:
     """Real SIGKILLs, after two steps: of the rollout worker while it generates, then of the reward worker while it

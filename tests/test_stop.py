@@ -14,8 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
 from test_serve import tiny_artifacts
+
+from r4t.serve.local import free_port
+
+pytestmark = pytest.mark.faults
 
 SNIPPET = """
 import sys, time
@@ -72,6 +75,7 @@ def test_a_job_stopped_by_sigterm_exits_0_with_one_line() -> None:
     assert "SIGTERM received" not in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_r4t_serve_stopped_by_sigterm_shuts_serve_down_and_exits_0(tmp_path: Path, tiny_source, encoder) -> None:
     run_dir = tiny_artifacts(tmp_path, tiny_source, encoder)
     port = free_port()

@@ -109,9 +109,9 @@ def resolve_api_key(api_key: str | None, api_key_env: str | None) -> str | None:
 class Ingress:
     def __init__(self, encoder: DeploymentHandle, denoiser: DeploymentHandle, index: DeploymentHandle,
                  artifacts: ServedArtifacts, api_key: str | None = None, api_key_env: str | None = None,
-                 retry: RetryPolicy = RetryPolicy()):
+                 retry: RetryPolicy | None = None):
         self.encoder, self.denoiser, self.index, self.artifacts = encoder, denoiser, index, artifacts
-        self.retry = retry
+        self.retry = retry or RetryPolicy()
         for folder in (artifacts.data_dir, artifacts.index_dir, artifacts.model_dir):
             fetch(folder)
         self.versions, self.manifests = artifacts.versions(), artifacts.manifests()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from r4t.serve.messages import MAX_BATCH, MAX_BODY_BYTES, MAX_K, MAX_QUERY_CHARS, METHODS
 

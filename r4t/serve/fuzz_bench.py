@@ -145,8 +145,8 @@ def bench_fuzz(run_dir: str, dataset: str, sampler: dict | None, diffusion_run: 
 
 
 def format_report(rep: dict) -> str:
-    lines = [f"{rep['requests']} of {rep['planned']} fuzzed requests (seed {rep['seed']}, concurrency "
-             f"{rep['concurrency']}) in {rep['wall_s']:.1f} s ({rep['rps']:.1f} req/s)",
+    lines = [(f"{rep['requests']} of {rep['planned']} fuzzed requests (seed {rep['seed']}, concurrency "
+              f"{rep['concurrency']}) in {rep['wall_s']:.1f} s ({rep['rps']:.1f} req/s)"),
              "by status class: " + ", ".join(f"{k} {v}" for k, v in rep["by_class"].items()),
              "by status: " + ", ".join(f"{k} {v}" for k, v in rep["by_status"].items()), "",
              "| mutation | answers |", "|---|---|"]
@@ -154,7 +154,7 @@ def format_report(rep: dict) -> str:
               for kind, counts in rep["by_kind"].items()]
     lines += ["", f"replica memory (RSS; flat: growth after warm-up to end <= {rep['max_rss_growth_pct']:.0f}%)",
               "| deployment | pid | before | after warm-up | end | max | growth | flat |", "|---" * 8 + "|"]
-    fmt = lambda v: "gone" if v is None else f"{v:.1f} MiB"  # noqa: E731
+    fmt = lambda v: "gone" if v is None else f"{v:.1f} MiB"
     for m in rep["memory"]:
         growth = "n/a" if m["growth_mib"] is None else f"{m['growth_mib']:+.1f} MiB ({m['growth_pct']:+.1f}%)"
         lines.append(f"| {m['deployment']} | {m['pid']} | {fmt(m['before_mib'])} | {fmt(m['warm_mib'])} | "

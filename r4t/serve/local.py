@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 APP = "r4t"
 
@@ -48,7 +48,8 @@ def run_app(args: dict) -> None:
     serve.run(build_app(args), name=APP, route_prefix="/")
 
 
-def _descendants(root: int) -> set[int]:
+def descendants(root: int) -> set[int]:
+    """The pids of every process under `root` (its children, theirs, and so on)."""
     children: dict[int, list[int]] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -71,7 +72,7 @@ def replica_processes(app: str = APP) -> dict[str, list[int]]:
     """Deployment name → pids of its replicas' processes, among this process's descendants (Ray started here)."""
     prefix = f"ray::ServeReplica:{app}:".encode()
     out: dict[str, list[int]] = {}
-    for pid in sorted(_descendants(os.getpid())):
+    for pid in sorted(descendants(os.getpid())):
         try:
             title = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
