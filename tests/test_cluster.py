@@ -266,13 +266,16 @@ def test_the_worker_node_killed_during_synthesis_the_job_completes_with_every_ta
                         + client.get_job_logs(submission_id)[-4000:])
         time.sleep(0.05)
     cluster.kill_worker_node()
+    killed_at = time.monotonic()
     status = _finish(client, submission_id, JOB_TIMEOUT_S)
     logs = client.get_job_logs(submission_id)
+    print(f"worker node killed during synthesis; the job ended {status} {time.monotonic() - killed_at:.0f} s later")
     assert status == JobStatus.SUCCEEDED, logs[-6000:]
     assert len(cluster.nodes()) == 1
     table = read_targets(remote / "tiny" / "synth", "train")
     keys = sorted(zip(table.column("query_id").to_pylist(), table.column("sample").to_pylist()))
     queries = Dataset.load(tiny_rl_source).queries_for("oar", "train").column("query_id").to_pylist()
     samples = read_json(remote / "tiny" / "synth" / "identity.json")["samples"]
+    print(f"{len(keys)} targets of {len(queries)} queries, none twice")
     assert len(keys) == len(set(keys)), "a target was written twice"
     assert {q for q, _ in keys} == set(queries) and all(0 <= s < samples for _, s in keys)  # malformed ones dropped

@@ -84,7 +84,9 @@ class RLTrainer:
         self.learner = ray.remote(Learner).options(num_cpus=w.learner_cpus, num_gpus=w.learner_gpus).remote(
             model_path, s, cfg.policy.device, w.learner_threads, str(resume_from) if resume_from else None,
             str(init_path))
-        restartable = {"max_restarts": w.restarts, "max_task_retries": w.restarts}
+        # Calls are retried for as long as the actor can come back (max_task_retries=-1): a lost node makes an actor
+        # unreachable for a while before it is declared dead and restarted, and each failed try would use a retry.
+        restartable = {"max_restarts": w.restarts, "max_task_retries": -1}
         self.rollout = [ray.remote(RolloutWorker).options(num_cpus=w.rollout_cpus, num_gpus=w.rollout_gpus,
                                                           **restartable).remote(
             cfg.policy.backend, model_path, cfg.policy.device, w.torch_threads, self.start_step)

@@ -80,10 +80,12 @@ def run_shards(todo: list[Shard], generation: Generation, scorer_factory, settin
         return []
     # A worker that dies (OOM-killed, preempted node) is restarted and its shard run again: a shard's file appears
     # under its name only when whole and its draws depend only on (seed, split, index), so the retry writes it once.
-    # Spread over the nodes, the loss of one node costs the fewest workers.
+    # Its call is retried for as long as the actor can come back (max_task_retries=-1): a lost node makes an actor
+    # unreachable for a while before it is declared dead and restarted, and each failed try would use up a retry
+    # (seen: two retries gone within 4 s of a node's death). Spread over the nodes, a lost node costs fewest workers.
     actor_cls = ray.remote(SynthWorker).options(num_cpus=workers.cpus, num_gpus=workers.gpus,
                                                 resources=dict(workers.resources), max_restarts=workers.restarts,
-                                                max_task_retries=workers.restarts, scheduling_strategy="SPREAD")
+                                                max_task_retries=-1, scheduling_strategy="SPREAD")
     actors = [actor_cls.remote(generation, scorer_factory, settings, identity, workers.torch_threads)
               for _ in range(min(workers.count, len(todo)))]
     queue, in_flight, stats = list(todo), {}, []
