@@ -121,8 +121,9 @@ def test_ray_train_trains_checkpoints_resumes_and_lowers_the_loss(tiny_targets, 
 def test_a_train_worker_killed_mid_epoch_restores_from_the_last_checkpoint(tiny_targets, tiny_rl_source, tmp_path):
     """A real SIGKILL of a Ray Train worker once a checkpoint is registered: Ray Train restarts the worker group from
     the latest checkpoint and the run ends at its last step with each step logged once. The lines up to the
-    checkpoint are the ones written before the kill, timings included: training did not start over. (The exported weights
-    are not those of a clean run: Ray Data does not pin the order of the target rows, so two clean runs differ too.)"""
+    checkpoint are the ones written before the kill, timings included: training did not start over. (The exported
+    weights are not those of a clean run: Ray Data does not pin the order of the target rows, so two clean runs
+    differ too.)"""
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_targets, run_dir, ignore=shutil.ignore_patterns("diffusion"))
     log = run_dir / "tiny" / "diffusion" / "metrics.jsonl"

@@ -111,7 +111,8 @@ class RLTrainer:
                                         max_new_tokens=cfg.policy.max_new_tokens,
                                         seed=int(np.random.default_rng([cfg.seed, step, c]).integers(2**31)))
             prompts = [self.pool.prompts[i] for i in chunk]
-            pending[self.rollout[worker].generate.remote(prompts, settings, self.weights)] = (c, f"rollout worker {worker}")
+            ref = self.rollout[worker].generate.remote(prompts, settings, self.weights)
+            pending[ref] = (c, f"rollout worker {worker}")
         generated, scoring, gen_seconds = {}, {}, 0.0
         deadline = time.monotonic() + timeout
         while pending:
