@@ -26,11 +26,11 @@ def free_port() -> int:
 def loopback_serve() -> Iterator[str]:
     """Serve's HTTP proxy on a free 127.0.0.1 port (Ray started here unless one is running) → its base URL.
     Serve is shut down on the way out, whatever happened inside."""
+    import ray
     from ray import serve
 
-    from r4t.jobs.common import ensure_ray
-
-    ensure_ray()
+    if not ray.is_initialized():  # a bench from the command line; the tests bring their own Ray
+        ray.init(log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
