@@ -209,6 +209,38 @@ def test_context_items_condition_the_rows_and_padding_and_dropping_hide_them():
         model.context(q)
 
 
+def test_context_equals_each_map_applied_to_the_ranked_tokens():
+    """The condition is computed in one product with the rank vectors projected apart; it must equal the
+    definition: every block's key/value map and the copy key applied to [query, item + rank, constant], in
+    values and in the gradients of every parameter."""
+    model = _context_model()
+    with torch.no_grad():
+        model.net.item_rank.normal_()
+    net, q, items = model.net, torch.randn(3, 16), torch.randn(3, 4, 16)
+    drop = torch.tensor([False, True, False])
+
+    def definition():
+        cond = torch.where(drop[:, None], net.null_condition, q)
+        ranked = items + net.item_rank
+        tokens = torch.cat([cond[:, None], ranked, net.context_token.expand_as(cond)[:, None]], dim=1)
+        return [t for block in net.blocks for t in block.cross_attn.keys_values(tokens)] + [net.copy_key(ranked)]
+
+    ctx = model.context(q, items, drop=drop)
+    fast = [t for kv in ctx.kv for t in kv] + [ctx.copy_keys[:, :-1]]
+    for a, b in zip(fast, definition()):
+        torch.testing.assert_close(a, b)
+    weights = [torch.randn_like(t) for t in fast]
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, fast)), params, allow_unused=True)
+    expected = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, definition())), params,
+                                   allow_unused=True)
+    for g, e in zip(grads, expected):
+        if e is None:
+            assert g is None or not g.any()
+        else:
+            torch.testing.assert_close(g, e)
+
+
 def test_copy_head_carries_items_past_the_hidden_width():
     """At a high noise level D ≈ the copy P: with the copy head's attention set sharply onto item 0, every row is
     that item's embedding in all d dimensions, whatever the network's hidden width."""
