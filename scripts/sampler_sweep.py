@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             sampler = fanout(method, steps)
             items = sampler.retrieve(texts, emb, cfg.eval.k, cfg.reward.wscr_m).items
             scores = judge.score(texts, items)
-            latency = (f"{fanout_latency(sampler, texts, emb, 1024, cfg.eval.k, cfg.reward.wscr_m, 3):.2f} s"
+            latency = (f"{fanout_latency(sampler, texts, emb, 1024, cfg.eval.k, cfg.reward.wscr_m, 3)[0]:.2f} s"
                        if steps <= 32 else "-")
             print(f"| {spec.name} | {method} | {steps} | {nfe(method, steps)} | {cell(scores['judge'])} | "
                   f"{cell(scores['relevance'])} | {cell(jaccard(items, reference))} | {latency} |", flush=True)

@@ -186,9 +186,11 @@ def test_demo_runs_every_stage_and_a_rerun_resumes(ray_local, tmp_path: Path, ti
     final = stdout[stdout.index("Held-out results"):]
     asked = load_config(PipelineConfig, DEMO_YAML).methods.names  # the demo file's methods
     names = [n if n != "best-of-N LM" else "best-of-2 LM" for n in asked]
-    for name in names:  # every method in the judge's table, the reward's table and the latency table
-        assert final.count(f"| tiny | {name} |") == 3
-    assert final.index("The judge's view") < final.index("The reward's view") < final.index("Fan-out latency")
+    generating = {"zero-shot LM", "best-of-2 LM", "R4T-FOLM", "R4T-Diffusion"}
+    for name in names:  # every method in the judge's, the reward's and the latency table; and in the fan-out
+        assert final.count(f"| tiny | {name} |") == 3 + (name in generating)  # table if it generates
+    assert (final.index("The judge's view") < final.index("The reward's view") < final.index("Latency of retrieval")
+            < final.index("Latency of the fan-out alone"))
     report = tmp_path / "report"
     assert f"report: {report / 'report.md'}" in stdout
     metrics = read_json(report / "metrics.json")["results"]["tiny"]
@@ -196,6 +198,9 @@ def test_demo_runs_every_stage_and_a_rerun_resumes(ray_local, tmp_path: Path, ti
     for res in metrics["methods"].values():
         c = res["oar"]["composite"]
         assert 0 <= c["lo"] <= c["mean"] <= c["hi"] <= 1 and set(res["latency_s"]) == {"1", "2"}
+    for name in generating & set(names):
+        fan_out, total = metrics["methods"][name]["fanout_s"], metrics["methods"][name]["latency_s"]
+        assert set(fan_out) == {"1", "2"} and all(0 < fan_out[b] <= total[b] for b in fan_out)
     # the data stage's baselines: category-diverse takes one item per category (5 categories, K=3)
     baselines = read_json(tmp_path / "baselines.json")["results"]["tiny"]["methods"]
     assert baselines["category-diverse"]["oar"]["category_share"]["mean"] == pytest.approx(1.0)

@@ -106,7 +106,8 @@ def test_evaluate_method_scores_every_task(tiny_catalog, encoder):
                            RewardConfig(k=4, wscr_m=2))["wscr"]["recall"]["mean"] == 1.0
     assert res["examples"]["oar"][0]["query"] == QUERIES[0] and len(res["examples"]["oar"][0]["items"]) == 4
     assert "wscr" not in res["examples"]  # titles with a reference set are scored by recall, not shown
-    assert fanout_latency(method, QUERIES, q, 5, 4, 2, repeats=2) > 0
+    total, fan_out = fanout_latency(method, QUERIES, q, 5, 4, 2, repeats=2)
+    assert total > 0 and fan_out is None  # no fan-out generates nothing
 
 
 def test_fanout_latency_repeats_fast_methods_within_its_budget(monkeypatch):
@@ -127,8 +128,29 @@ def test_fanout_latency_repeats_fast_methods_within_its_budget(monkeypatch):
     emb = np.zeros((3, 4), np.float32)
     for cost, seconds, runs in ((0.3, 1.0, 4), (2.0, 1.0, 2), (0.001, 1.0, compare.MAX_REPEATS), (0.3, 0.0, 2)):
         method = Clocked(cost)  # 0.3 s a run: 4 runs reach 1 s
-        assert compare.fanout_latency(method, ["a", "b", "c"], emb, 8, 4, 2, 2, seconds) == pytest.approx(cost)
+        assert compare.fanout_latency(method, ["a", "b", "c"], emb, 8, 4, 2, 2, seconds) == (pytest.approx(cost),
+                                                                                               None)
         assert method.calls == 1 + runs
+
+
+def test_fanout_latency_times_a_generating_methods_fan_out_within_the_same_runs(monkeypatch):
+    """For a method that generates, the fan-out alone is timed inside the runs that time the whole retrieval."""
+    from r4t.eval import compare
+    from r4t.retrieve.methods import GeneratingMethod
+
+    class Clocked(GeneratingMethod):
+        def fan_out(self, queries, query_emb):
+            clock[0] += 0.2
+            return "rows"
+
+        def ground(self, generated, query_emb, k, m):
+            assert generated == "rows"
+            clock[0] += 0.05
+
+    clock = [0.0]
+    monkeypatch.setattr(compare.time, "perf_counter", lambda: clock[0])
+    total, fan_out = compare.fanout_latency(Clocked(), ["a"], np.zeros((1, 4), np.float32), 4, 4, 2, 3)
+    assert (total, fan_out) == (pytest.approx(0.25), pytest.approx(0.2))
 
 
 def test_best_of_n_keeps_the_best_composite_of_its_samples(tiny_catalog, encoder, tiny_policy):
@@ -140,7 +162,7 @@ def test_best_of_n_keeps_the_best_composite_of_its_samples(tiny_catalog, encoder
                     TINY_K, max_new_tokens=48, seed=2, samples=4, reward=reward)
     subqueries = best.generate(QUERIES, q)
     assert len(subqueries) == 12
-    every = best.ground(subqueries, 5, 2)
+    every = best.ground_each(subqueries, 5, 2)
     score = set_quality(np.repeat(q, 4, axis=0), every.items, tiny_catalog.emb, every.ground, reward)["composite"]
     res = best.retrieve(QUERIES, q, 5, 2)
     _check(res, 3, 5, tiny_catalog.emb)
@@ -203,7 +225,7 @@ def test_no_method_returns_the_same_text_twice(dup_catalog, encoder, tiny_policy
         _one_per_text(method.retrieve(DUP_QUERIES, q, k, m), cat, k)
     lm = LMFanout("R4T-FOLM", str(tiny_policy), encoder, cat.index, cat.emb, PLAIN_TEMPLATE, TINY_K,
                   max_new_tokens=48)
-    _one_per_text(lm.ground([["Home Decor", "home decor!"], ["hair casual beach"], ["HOME DECOR", "straw beach hat"]],
+    _one_per_text(lm.ground_each([["Home Decor", "home decor!"], ["hair casual beach"], ["HOME DECOR", "straw beach hat"]],
                             k, m), cat, k)
     # WSCR keeps plain nearest neighbours by id: no fan-out's m*K, duplicates included.
     res = NoFanout(cat.index, cat.emb).retrieve(DUP_QUERIES, q, k, m)

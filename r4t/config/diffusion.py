@@ -135,6 +135,9 @@ class RetrievalEvalConfig:
     # ...and a fast method keeps repeating (up to 20 runs) until this many seconds are measured: one run of a
     # 0.04 s fan-out is noise. 0: exactly latency_repeats runs.
     latency_seconds: float = 1.0
+    # Batch sizes where only R4T-FOLM and R4T-Diffusion are timed (the paper's latency comparison), beside
+    # latency_batches: the LM methods at 1024 take minutes on a CPU, and the other methods sample nothing.
+    pair_latency_batches: list[int] = field(default_factory=list)
     judge: bool = True  # the independent judge (r4t.eval.judge; needs the extra r4t[judge]) on OAR intents
     judge_reference: int = 512  # random catalog items each query's relevance percentile is taken among
     handwritten: bool = True  # also the built-in datasets' hand-written out-of-template intents (evaluation only)
@@ -146,6 +149,8 @@ class RetrievalEvalConfig:
         _require(self.max_queries >= 0, "eval.max_queries", self.max_queries, "must be >= 0")
         _require(all(b >= 1 for b in self.latency_batches), "eval.latency_batches", self.latency_batches,
                  "must be positive batch sizes")
+        _require(all(b >= 1 for b in self.pair_latency_batches), "eval.pair_latency_batches",
+                 self.pair_latency_batches, "must be positive batch sizes")
         _require(self.latency_repeats >= 1, "eval.latency_repeats", self.latency_repeats, "must be at least 1")
         _require(self.latency_seconds >= 0, "eval.latency_seconds", self.latency_seconds, "must be >= 0")
 

@@ -22,7 +22,7 @@ from r4t.data.handwritten import handwritten_queries
 from r4t.embed import TextEncoder
 from r4t.eval.judge import JUDGE_METRICS, Judge
 from r4t.eval.production_music import library_share
-from r4t.retrieve.methods import FanoutMethod
+from r4t.retrieve.methods import FanoutMethod, GeneratingMethod
 from r4t.rewards.set_metrics import returned_set_metrics
 from r4t.stats import mean_ci
 
@@ -30,6 +30,7 @@ OAR_METRICS = ("composite", "ground", "div", "div_raw", "align", "category_share
 WSCR_METRICS = ("recall", "hit", "div_raw")
 TEACHER = "R4T-FOLM"  # the policy R4T-Diffusion distils (its synthesized targets)
 JUDGED_TASKS = ("oar", "handwritten")  # intents without a reference set: the judge scores what came back
+LATENCY_PAIR = ("R4T-FOLM", "R4T-Diffusion")  # the paper's comparison: timed at eval.pair_latency_batches too
 MAX_REPEATS = 20  # fan-out latency: the most runs a fast method repeats for eval.latency_seconds
 
 
@@ -87,42 +88,55 @@ def evaluate_method(method: FanoutMethod, cat: PreparedCatalog, queries: dict,
 
 
 def fanout_latency(method: FanoutMethod, texts: list[str], emb: np.ndarray, batch: int, k: int, m: int,
-                   repeats: int, seconds: float = 0.0) -> float:
-    """Median seconds to fan out one batch of `batch` queries (cycling through the given ones), after a warm-up:
-    `repeats` runs, and more (up to MAX_REPEATS) while they add up to less than `seconds`, so that a fast
-    method's median is not one run's noise while a slow one still runs `repeats` times."""
+                   repeats: int, seconds: float = 0.0) -> tuple[float, float | None]:
+    """Median seconds to retrieve K items for one batch of `batch` queries (cycling through the given ones), after
+    a warm-up, and for a method that generates (GeneratingMethod) the median of its fan-out alone, timed in the
+    same runs (None for the others). `repeats` runs, and more (up to MAX_REPEATS) while they add up to less than
+    `seconds`, so that a fast method's median is not one run's noise while a slow one still runs `repeats` times."""
     idx = np.arange(batch) % len(texts)
     q_texts, q_emb = [texts[i] for i in idx], emb[idx]
     method.retrieve(q_texts[: min(batch, 8)], q_emb[: min(batch, 8)], k, m)  # warm-up: lazy init, caches
-    times = []
-    while len(times) < repeats or (sum(times) < seconds and len(times) < MAX_REPEATS):
+    generating = isinstance(method, GeneratingMethod)
+    totals, fan_outs = [], []
+    while len(totals) < repeats or (sum(totals) < seconds and len(totals) < MAX_REPEATS):
         start = time.perf_counter()
-        method.retrieve(q_texts, q_emb, k, m)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        if generating:
+            generated = method.fan_out(q_texts, q_emb)
+            fan_outs.append(time.perf_counter() - start)
+            method.ground(generated, q_emb, k, m)
+        else:
+            method.retrieve(q_texts, q_emb, k, m)
+        totals.append(time.perf_counter() - start)
+    return float(np.median(totals)), float(np.median(fan_outs)) if generating else None
 
 
 def compare_methods(methods: list[FanoutMethod], cat: PreparedCatalog, queries: dict,
                     cfg: RetrievalEvalConfig | BaselineEvalConfig, reward: RewardConfig,
                     latency_batches: list[int] = (), latency_repeats: int = 1, progress: bool = True,
                     judge: Judge | None = None, library: np.ndarray | None = None,
-                    latency_seconds: float = 0.0) -> dict:
-    """Every method on the same queries: quality, then fan-out latency per batch size on the first task's
-    queries (`fanout_latency`). → {"queries": {task: n}, "methods": {name: {"oar", "wscr", "examples",
-    "latency_s"}}}."""
+                    latency_seconds: float = 0.0, pair_latency_batches: list[int] = ()) -> dict:
+    """Every method on the same queries: quality, then latency per batch size on the first task's queries
+    (`fanout_latency`): at `latency_batches` for every method, at `pair_latency_batches` for R4T-FOLM and
+    R4T-Diffusion only. → {"queries": {task: n}, "methods": {name: {"oar", "wscr", "examples", "latency_s",
+    "fanout_s"}}}: retrieval in all and, for the methods that generate, the fan-out alone, per batch size."""
     texts, emb, _ = next(iter(queries.values()))
     per_method = {}
-    with tqdm(total=len(methods) * (1 + len(latency_batches)), desc=f"eval {cat.name}", unit="step",
+    batches = {m.name: [*latency_batches, *(pair_latency_batches if m.name in LATENCY_PAIR else ())]
+               for m in methods}
+    with tqdm(total=sum(1 + len(b) for b in batches.values()), desc=f"eval {cat.name}", unit="step",
               disable=not progress) as bar:
         for method in methods:
             bar.set_postfix_str(f"{method.name}: quality")
             res = evaluate_method(method, cat, queries, cfg, reward, judge=judge, library=library)
             bar.update()
-            res["latency_s"] = {}
-            for b in latency_batches:
+            res["latency_s"], res["fanout_s"] = {}, {}
+            for b in batches[method.name]:
                 bar.set_postfix_str(f"{method.name}: latency at batch {b}")
-                res["latency_s"][str(b)] = fanout_latency(method, texts, emb, b, cfg.k, reward.wscr_m,
-                                                          latency_repeats, latency_seconds)
+                total, fan_out = fanout_latency(method, texts, emb, b, cfg.k, reward.wscr_m, latency_repeats,
+                                                latency_seconds)
+                res["latency_s"][str(b)] = total
+                if fan_out is not None:
+                    res["fanout_s"][str(b)] = fan_out
                 bar.update()
             per_method[method.name] = res
     teacher_overlap(per_method)

@@ -127,7 +127,8 @@ def evaluate(cfg: DiffusionConfig, cat: PreparedCatalog, encoder: TextEncoder, m
                                catalog_context(cat, model.cfg.context_items, model.cfg.context_per_category))]
     out = compare_methods(methods, cat, eval_queries(cat, cfg.eval, encoder), cfg.eval, cfg.reward,
                           cfg.eval.latency_batches, cfg.eval.latency_repeats, progress,
-                          latency_seconds=cfg.eval.latency_seconds)
+                          latency_seconds=cfg.eval.latency_seconds,
+                          pair_latency_batches=cfg.eval.pair_latency_batches)
     return {**out, "sampler": to_dict(cfg.sampler), "threads": torch.get_num_threads()}
 
 

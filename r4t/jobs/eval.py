@@ -42,7 +42,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
         library = library_rows(cat.dataset.items.column("category").to_pylist())
         results[spec.name] = compare_methods(methods, cat, queries, cfg.eval, cfg.reward, cfg.eval.latency_batches,
                                              cfg.eval.latency_repeats, progress, judge, library,
-                                             cfg.eval.latency_seconds)
+                                             cfg.eval.latency_seconds, cfg.eval.pair_latency_batches)
     report = write_report(run_root(cfg.run_dir) / cfg.out, results, to_dict(cfg), machine())
     return {"results": results, "report": remote_of(report) or str(report), "table": comparison_tables(results)}
 

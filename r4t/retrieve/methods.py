@@ -50,6 +50,23 @@ class FanoutMethod(Protocol):
         """K items per query; `m`: items each generated row retrieves for WSCR coverage."""
 
 
+class GeneratingMethod:
+    """A method that generates something for each query before the catalog is searched (the LM methods'
+    sub-query texts, the denoiser's or the RLlib policy's rows): `retrieve` is `ground(fan_out(...))`, so the
+    fan-out can be timed apart from the grounding (r4t.eval.compare.fanout_latency). Subclasses define
+    `fan_out(queries, query_emb)` (no catalog search) and `ground(generated, query_emb, k, m)` → FanoutResult."""
+
+    def retrieve(self, queries: list[str], query_emb: np.ndarray, k: int, m: int) -> FanoutResult:
+        return self.ground(self.fan_out(queries, query_emb), query_emb, k, m)
+
+
+class RowGeneratingMethod(GeneratingMethod):
+    """Generates rows in the encoder's space [B, n, d], grounded by the shared rule; needs `index`, `item_emb`."""
+
+    def ground(self, rows: np.ndarray, query_emb: np.ndarray, k: int, m: int) -> FanoutResult:
+        return grounded_result(self.index, self.item_emb, rows, k, m)
+
+
 def wscr_retrievals(neighbours: np.ndarray, m: int, budget: int) -> np.ndarray:
     """One set's rows' nearest lists [n, >= m] → the distinct items of their top m, rank by rank across rows (every
     row's nearest first), at most `budget`: K·m for every method, however many rows it generated."""
@@ -131,7 +148,7 @@ class CategoryDiverse:
         return _query_result(self.index, self.item_emb, query_emb, items, retrieved)
 
 
-class LMFanout:
+class LMFanout(GeneratingMethod):
     """A fan-out LM (the warm start, or R4T-FOLM): `samples` fan-outs per query, each one's usable lines embedded
     and grounded; with samples > 1 the set with the best composite is kept (best-of-N, the paper's baseline).
     A fan-out with no usable line falls back to the query itself."""
@@ -161,7 +178,10 @@ class LMFanout:
                     for r in rollouts]
         return out
 
-    def ground(self, subqueries: list[list[str]], k: int, m: int) -> FanoutResult:
+    def fan_out(self, queries: list[str], query_emb: np.ndarray) -> list[list[str]]:
+        return self.generate(queries, query_emb)
+
+    def ground_each(self, subqueries: list[list[str]], k: int, m: int) -> FanoutResult:
         """Each fan-out's sub-queries, embedded and grounded → one result row per fan-out."""
         emb = self.encoder.encode([s for subs in subqueries for s in subs])
         offsets = np.cumsum([0] + [len(s) for s in subqueries])
@@ -179,14 +199,15 @@ class LMFanout:
                 out.generated[b], out.retrieved[b] = part.generated[j], part.retrieved[j]
         return out
 
-    def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
-        every = self.ground(self.generate(queries, query_emb), k, m)
+    def ground(self, subqueries: list[list[str]], query_emb: np.ndarray, k: int, m: int) -> FanoutResult:
+        """The fan-outs of `generate` grounded; of each query's `samples` the set with the best composite."""
+        every = self.ground_each(subqueries, k, m)
         N = self.samples
         if N == 1:
             return every
-        owner = np.repeat(np.arange(len(queries)), N)
+        owner = np.repeat(np.arange(len(query_emb)), N)
         score = set_quality(query_emb[owner], every.items, self.item_emb, every.ground, self.reward)["composite"]
-        return every.take(np.arange(len(queries)) * N + score.reshape(len(queries), N).argmax(axis=1))
+        return every.take(np.arange(len(query_emb)) * N + score.reshape(len(query_emb), N).argmax(axis=1))
 
 
 class MMR:
@@ -228,7 +249,7 @@ class MMR:
         return _query_result(self.index, self.item_emb, query_emb, items, retrieved)
 
 
-class DiffusionFanout:
+class DiffusionFanout(RowGeneratingMethod):
     """R4T-Diffusion: the denoiser samples L rows for the query (and its context items, for a denoiser
     conditioned on them) in one sampling pass; the rows are grounded."""
 
@@ -255,11 +276,11 @@ class DiffusionFanout:
         return generate_sets(self.model, torch.from_numpy(query_emb), sampler or self.sampler, generator=g,
                              items=items, items_valid=valid).cpu().numpy()
 
-    def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
-        return grounded_result(self.index, self.item_emb, self.generate(query_emb), k, m)
+    def fan_out(self, queries: list[str], query_emb: np.ndarray) -> np.ndarray:
+        return self.generate(query_emb)
 
 
-class RLlibPolicyFanout:
+class RLlibPolicyFanout(RowGeneratingMethod):
     """RLlib policy: the LLM-free teacher (r4t.synth.teacher, r4t.rl.latent). Its deterministic action gives k rows
     in embedding space per query (one MLP forward, no text); the rows are grounded."""
 
@@ -268,5 +289,5 @@ class RLlibPolicyFanout:
     def __init__(self, policy, index: ItemIndex, item_emb: np.ndarray):
         self.policy, self.index, self.item_emb = policy, index, item_emb
 
-    def retrieve(self, queries, query_emb, k, m) -> FanoutResult:
-        return grounded_result(self.index, self.item_emb, self.policy.rows(query_emb), k, m)
+    def fan_out(self, queries: list[str], query_emb: np.ndarray) -> np.ndarray:
+        return self.policy.rows(query_emb)
