@@ -228,7 +228,7 @@ def test_stage_files_spell_out_the_defaults(name: str, schema: type) -> None:
 # What jobs/demo.yaml shrinks to run on 2 cores (27 min from scratch; the target is 20); everything else is the stage's default.
 # methods.names: the demo leaves best-of-N LM (N samples per query, each scored) to `r4t eval`.
 DEMO_SIZES = {"synth.samples", "synth.prompts_per_call", "train.steps", "train.warmup_steps", "train.checkpoint_every",
-              "eval.latency_batches", "eval.latency_repeats", "methods.names"}
+              "eval.latency_batches", "eval.pair_latency_batches", "eval.latency_repeats", "methods.names"}
 
 
 def test_demo_file_differs_from_the_stage_defaults_only_in_its_sizes() -> None:
