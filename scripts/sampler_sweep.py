@@ -4,9 +4,10 @@ is not tuned on the numbers it is reported with), judged by the independent judg
     python scripts/sampler_sweep.py --config jobs/diffusion.yaml run_dir=runs/demo [key=value ...]
 
 For each dataset, loads <run_dir>/<dataset>/<name>/model and samples the validation intents with every
-(sampler, steps) of the grid: the judge's score and relevance, the item overlap (Jaccard) with the sets of the
-256-step Euler sampler on the same seed, the network evaluations (NFE), and the fan-out latency at batch 1024
-(median of 3; not measured above 32 steps, where it only grows with the step count).
+(sampler, steps) of the grid: the judge's score and relevance, the Vendi score of the returned items (MiniLM, the
+reward's view), the item overlap (Jaccard) with the sets of the 256-step Euler sampler on the same seed, the network
+evaluations (NFE), and the retrieval latency at batch 1024 (median of 3; not measured above 32 steps, where it only
+grows with the step count, nor with --no-latency).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from r4t.jobs.common import add_config_args, config_from_args
 from r4t.jobs.eval import catalog_judge
 from r4t.policy.context import catalog_context
 from r4t.retrieve.methods import DiffusionFanout
+from r4t.rewards.set_metrics import returned_set_metrics
 from r4t.stats import mean_ci
 
 REFERENCE = ("euler", 256)
@@ -45,12 +47,13 @@ def cell(values) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_args(parser, "jobs/diffusion.yaml")
+    parser.add_argument("--no-latency", action="store_true", help="quality only (latency is most of the sweep's time)")
     args = parser.parse_args(argv)
     cfg = config_from_args(DiffusionConfig, args)
     cfg.eval.split = "val"
     encoder, judge_encoder = TextEncoder(cfg.embed.model, cfg.embed.device, cfg.embed.batch_size), E5Judge()
-    print("| dataset | sampler | steps | NFE | judge | relevance | overlap with euler 256 | latency b=1024 |")
-    print("|---" * 8 + "|")
+    print("| dataset | sampler | steps | NFE | judge | relevance | Vendi | overlap with euler 256 | latency b=1024 |")
+    print("|---" * 9 + "|")
     for spec in cfg.datasets:
         cat = prepare_catalog(spec, cfg.run_dir, encoder, cfg.index, cfg.seed, progress=False)
         model, _ = load_model(Path(cfg.run_dir) / spec.name / cfg.name / "model",
@@ -66,12 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         reference = fanout(*REFERENCE).retrieve(texts, emb, cfg.eval.k, cfg.reward.wscr_m).items
         for method, steps in GRID:
             sampler = fanout(method, steps)
-            items = sampler.retrieve(texts, emb, cfg.eval.k, cfg.reward.wscr_m).items
-            scores = judge.score(texts, items)
+            res = sampler.retrieve(texts, emb, cfg.eval.k, cfg.reward.wscr_m)
+            scores = judge.score(texts, res.items)
+            vendi = returned_set_metrics(emb, res.items, cat.item_emb, cat.category_codes, res.ground,
+                                         cfg.reward)["div_raw"]
             latency = (f"{fanout_latency(sampler, texts, emb, 1024, cfg.eval.k, cfg.reward.wscr_m, 3)[0]:.2f} s"
-                       if steps <= 32 else "-")
+                       if steps <= 32 and not args.no_latency else "-")
             print(f"| {spec.name} | {method} | {steps} | {nfe(method, steps)} | {cell(scores['judge'])} | "
-                  f"{cell(scores['relevance'])} | {cell(jaccard(items, reference))} | {latency} |", flush=True)
+                  f"{cell(scores['relevance'])} | {cell(vendi)} | {cell(jaccard(res.items, reference))} | {latency} |",
+                  flush=True)
     return 0
 
 

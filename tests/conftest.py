@@ -178,7 +178,7 @@ TINY_DEMO = [*TINY_RL_OVERRIDES, "policy.bootstrap.sft_epochs=40", "policy.boots
              "model.layers=1", "train.steps=20", "train.batch_size=8", "train.warmup_steps=5", "train.log_every=10",
              "train.checkpoint_every=10", "train.eval_sets=32", "train.shuffle_buffer=0", "sampler.steps=4",
              "methods.best_of=2", "eval.split=train", "eval.k=3", "eval.latency_batches=[1,2]",
-             "eval.latency_repeats=1", "eval.latency_seconds=0"]
+             "eval.pair_latency_batches=[3]", "eval.latency_repeats=1", "eval.latency_seconds=0"]
 TINY_QUERIES = ["beach vacation outfit", "winter office look", "summer wedding guest", "night out accessories",
                 "rainy day walk", "garden party dress", "weekend hiking trip", "black tie evening"]
 

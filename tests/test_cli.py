@@ -195,12 +195,13 @@ def test_demo_runs_every_stage_and_a_rerun_resumes(ray_local, tmp_path: Path, ti
     assert f"report: {report / 'report.md'}" in stdout
     metrics = read_json(report / "metrics.json")["results"]["tiny"]
     assert set(metrics["methods"]) == set(names) and metrics["queries"] == {"oar": 8}
-    for res in metrics["methods"].values():
+    for name, res in metrics["methods"].items():  # R4T-FOLM and R4T-Diffusion also at the pair batch
         c = res["oar"]["composite"]
-        assert 0 <= c["lo"] <= c["mean"] <= c["hi"] <= 1 and set(res["latency_s"]) == {"1", "2"}
+        assert 0 <= c["lo"] <= c["mean"] <= c["hi"] <= 1
+        assert set(res["latency_s"]) == ({"1", "2", "3"} if name in ("R4T-FOLM", "R4T-Diffusion") else {"1", "2"})
     for name in generating & set(names):
         fan_out, total = metrics["methods"][name]["fanout_s"], metrics["methods"][name]["latency_s"]
-        assert set(fan_out) == {"1", "2"} and all(0 < fan_out[b] <= total[b] for b in fan_out)
+        assert set(fan_out) == set(total) and all(0 < fan_out[b] <= total[b] for b in fan_out)
     # the data stage's baselines: category-diverse takes one item per category (5 categories, K=3)
     baselines = read_json(tmp_path / "baselines.json")["results"]["tiny"]["methods"]
     assert baselines["category-diverse"]["oar"]["category_share"]["mean"] == pytest.approx(1.0)
