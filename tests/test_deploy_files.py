@@ -19,7 +19,8 @@ JOB_SCHEMAS = {"data.yaml": PrepareConfig, "rl.yaml": RLConfig, "rllib.yaml": RL
                "diffusion.yaml": DiffusionConfig, "eval.yaml": EvalConfig, "demo.yaml": PipelineConfig,
                "pipeline.yaml": PipelineConfig}
 LAUNCHER_FILES = ("clusters/local.yaml", "clusters/aws-gpu.yaml")
-SERVE_DEPLOYMENTS = {"Ingress", "QueryEncoder", "Denoiser", "CatalogIndex"}
+SERVE_DEPLOYMENTS = {"composed": {"Ingress", "QueryEncoder", "Denoiser", "CatalogIndex"},
+                     "fused": {"Ingress", "Retrieval"}}
 
 
 def _ray_pin() -> str:
@@ -76,10 +77,10 @@ def test_serve_configs_are_valid_for_serve_and_name_the_apps_deployments(name: s
     [app] = config.applications
     module, attr = app.import_path.split(":")
     assert callable(getattr(importlib.import_module(module), attr))
-    assert {d.name for d in app.deployments} == SERVE_DEPLOYMENTS
-    denoiser = next(d for d in app.deployments if d.name == "Denoiser")
-    assert set(denoiser.user_config) == {"max_batch_size", "batch_wait_timeout_s"}
-    assert denoiser.max_ongoing_requests > denoiser.user_config["max_batch_size"]  # or batches never fill
+    assert {d.name for d in app.deployments} == SERVE_DEPLOYMENTS[app.args.get("layout", "composed")]
+    ingress = next(d for d in app.deployments if d.name == "Ingress")  # where requests are micro-batched
+    assert set(ingress.user_config) == {"max_batch_size", "batch_wait_timeout_s"}
+    assert ingress.max_ongoing_requests > ingress.user_config["max_batch_size"]  # or batches never fill
 
 
 @pytest.mark.parametrize("rel", LAUNCHER_FILES)

@@ -127,7 +127,8 @@ def test_prepared_catalog_and_the_served_index_ground_by_text(tmp_path, encoder,
     from r4t.config import DatasetSpec, IndexConfig
     from r4t.data.dataset import Dataset
     from r4t.data.schema import CATALOG_SCHEMA, QUERIES_SCHEMA, SETS_SCHEMA
-    from r4t.serve.deployments import CatalogIndex
+    from r4t.catalog import load_catalog
+    from r4t.serve.stages import Ground
 
     items = [{"item_id": i, "text": t, "category": c}
              for i, t, c in zip(dup_catalog.ids, dup_catalog.texts, dup_catalog.categories)]
@@ -137,7 +138,7 @@ def test_prepared_catalog_and_the_served_index_ground_by_text(tmp_path, encoder,
     cat = prepare_catalog(DatasetSpec("dup", "r4t", str(source)), tmp_path / "run", encoder, IndexConfig(),
                           progress=False)
     np.testing.assert_array_equal(cat.index.dup_group, dup_catalog.index.dup_group)
-    served = CatalogIndex.func_or_class(str(tmp_path / "run" / "dup"))  # the Serve deployment's class, no Ray
-    q = encoder.encode(["cozy cabin weekend"])[0]
-    out = served.ground(q[None], q, 4)["items"]
+    served = Ground(load_catalog(tmp_path / "run" / "dup"), tmp_path / "run" / "dup")  # the served stage, no Ray
+    q = encoder.encode(["cozy cabin weekend"])
+    out = served([q], q, [4])[0]["items"]
     assert len(out) == 4 and len({text_key(i["text"]) for i in out}) == 4

@@ -23,29 +23,29 @@ def free_port() -> int:
 
 
 @contextmanager
-def loopback_serve() -> Iterator[str]:
+def loopback_serve(access_log: bool = True) -> Iterator[str]:
     """Serve's HTTP proxy on a free 127.0.0.1 port (Ray started here unless one is running) → its base URL.
-    Serve is shut down on the way out, whatever happened inside."""
+    Serve is shut down on the way out, whatever happened inside. access_log: the proxy's line per request."""
     import ray
     from ray import serve
 
     if not ray.is_initialized():  # a bench from the command line; the tests bring their own Ray
         ray.init(log_to_driver=False)
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": access_log})
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
 
 
-def run_app(args: dict) -> None:
-    """Deploy (or redeploy) the app with these AppArgs at / and wait until every replica is up."""
+def run_app(args: dict, name: str = APP, route_prefix: str = "/") -> None:
+    """Deploy (or redeploy) the app with these AppArgs at `route_prefix` and wait until every replica is up."""
     from ray import serve
 
     from r4t.serve.app import build_app
 
-    serve.run(build_app(args), name=APP, route_prefix="/")
+    serve.run(build_app(args), name=name, route_prefix=route_prefix)
 
 
 def descendants(root: int) -> set[int]:
@@ -70,17 +70,35 @@ def descendants(root: int) -> set[int]:
 
 def replica_processes(app: str = APP) -> dict[str, list[int]]:
     """Deployment name → pids of its replicas' processes, among this process's descendants (Ray started here)."""
-    prefix = f"ray::ServeReplica:{app}:".encode()
     out: dict[str, list[int]] = {}
     for pid in sorted(descendants(os.getpid())):
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if title.startswith(prefix):
-            name = title[len(prefix):].split(b"\0", 1)[0].split(b".", 1)[0].decode()
+        name = replica_name(process_title(pid), app)
+        if name:
             out.setdefault(name, []).append(pid)
     return out
+
+
+def replica_name(title: str, app: str = APP) -> str | None:
+    """The deployment a process title belongs to (`ray::ServeReplica:<app>:<Deployment>[.<method>]`), else None."""
+    prefix = f"ray::ServeReplica:{app}:"
+    return title[len(prefix):].split(" ", 1)[0].split(".", 1)[0] if title.startswith(prefix) else None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU a process has used (utime, stime in /proc/<pid>/stat); None once it has ended."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_title(pid: int) -> str:
+    """A process's command line as one string ('' once it has ended)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def rss_bytes(pid: int) -> int | None:

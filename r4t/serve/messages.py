@@ -12,6 +12,7 @@ MAX_BATCH = 64
 MAX_BODY_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 16  # a batch request nests 3 deep
 METHODS = ("R4T-Diffusion", "no fan-out")  # the names r4t.retrieve and r4t eval use
+LAYOUTS = ("composed", "fused")  # the app's deployments: one per stage, or one doing every stage
 
 
 class FanoutRequest(BaseModel):
@@ -64,15 +65,24 @@ class AppArgs(BaseModel):
     run_dir: StrictStr = "runs/demo"
     dataset: StrictStr = "polyvore"
     diffusion_run: StrictStr = "diffusion"
+    catalog: StrictStr | None = Field(None, description="a catalog folder (data/, index/) to serve instead of the "
+                                      "run's own: built with the same encoder; see allow_catalog_change")
+    allow_catalog_change: bool = Field(False, description="serve a catalog other than the one the denoiser was "
+                                       "trained on (items added or removed since)")
     encoder: StrictStr = "minilm"
     device: StrictStr = "cpu"
     threads: StrictInt = Field(1, ge=1, description="torch threads per replica")
     sampler: dict | None = Field(None, description="sampler settings over the model's (method, steps, guidance, ...)")
     nprobe: StrictInt = Field(16, ge=1)
     ef_search: StrictInt = Field(64, ge=1)
-    denoiser_replicas: StrictInt = Field(1, ge=1)
+    layout: Literal[LAYOUTS] = Field("composed", description="composed: a deployment per stage (encoder, denoiser, "
+                                     "index), each scaled on its own; fused: the ingress runs every stage (no hops)")
+    denoiser_replicas: StrictInt = Field(1, ge=1, description="replicas of the deployment that samples: Denoiser "
+                                         "(composed) or Retrieval (fused)")
     api_key: StrictStr | None = Field(None, description="a literal key clients send as x-api-key")
     api_key_env: StrictStr | None = Field(None, description="the environment variable holding the key on each node")
+    access_log: bool = Field(True, description="a log line per request in each replica's Serve log (off: less CPU "
+                                               "per request; errors are logged either way)")
     health_check_period_s: float | None = Field(None, gt=0)
     health_check_timeout_s: float | None = Field(None, gt=0)
     retry_attempts: StrictInt = Field(3, ge=1, description="calls in all to a deployment whose replica died")
