@@ -52,11 +52,15 @@ def tiny_app(run_dir: Path, **args) -> Iterator[httpx.Client]:
     from r4t.serve.local import loopback_serve, run_app
 
     with loopback_serve() as base_url:
-        run_app({"run_dir": str(run_dir), "dataset": "tiny", "sampler": {"steps": 4}, "health_check_period_s": 1,
-                 **args})
+        run_app(tiny_app_args(run_dir, **args))
         with httpx.Client(base_url=base_url, timeout=60) as client:
             client.run_dir = run_dir
             yield client
+
+
+def tiny_app_args(run_dir: Path, **args) -> dict:
+    """The app's args over the tiny artifacts: a sampler of 4 steps, health checked every second."""
+    return {"run_dir": str(run_dir), "dataset": "tiny", "sampler": {"steps": 4}, "health_check_period_s": 1, **args}
 
 
 @pytest.fixture(scope="module")

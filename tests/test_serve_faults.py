@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_serve import tiny_app, tiny_artifacts
+from test_serve import tiny_app, tiny_app_args, tiny_artifacts
 
 from r4t.serve.local import APP, replica_processes
 from r4t.serve.messages import METHODS
@@ -108,11 +108,22 @@ async def _kill_under_load(base_url: str, deployment: str, warm_s: float = 3, af
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("deployment, needs", [("Denoiser", {"R4T-Diffusion"}), ("CatalogIndex", set(METHODS))])
-def test_a_replica_killed_under_load_fails_no_request(app, deployment, needs):
+@pytest.mark.parametrize("layout, deployment, needs", [("composed", "Denoiser", {"R4T-Diffusion"}),
+                                                       ("composed", "CatalogIndex", set(METHODS)),
+                                                       ("fused", "Retrieval", set(METHODS))])
+def test_a_replica_killed_under_load_fails_no_request(app, layout, deployment, needs):
     """SIGKILL of the one replica of a deployment mid-load: every request still gets its 200 (the calls to the dead
-    replica are resent and wait for the replacement); after the replacement runs, everything is a 200."""
-    run = asyncio.run(_kill_under_load(str(app.base_url), deployment))
+    replica are resent and wait for the replacement); after the replacement runs, everything is a 200. The module's
+    app is composed; the fused case redeploys it fused, and composed again afterwards."""
+    from r4t.serve.local import run_app
+
+    if layout != "composed":
+        run_app(tiny_app_args(app.run_dir, layout=layout))
+    try:
+        run = asyncio.run(_kill_under_load(str(app.base_url), deployment))
+    finally:
+        if layout != "composed":
+            run_app(tiny_app_args(app.run_dir))
     sent, killed, running = run["sent"], run["killed"], run["running"]
     assert run["busy"], f"{deployment} was never seen running a request: the kill would test nothing"
     assert running is not None, f"no replacement {deployment} replica running {OUTAGE_LIMIT_S} s after the kill"
