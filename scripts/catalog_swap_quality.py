@@ -40,7 +40,7 @@ METHODS = ("no fan-out", "category-diverse", "R4T-Diffusion")
 def withdrawn_catalog(cat, share: float, out: str, encoder: TextEncoder, cfg: EvalConfig, seed: int):
     """The catalog less a random `share` of its items (its sets dropped: they name withdrawn items), prepared under
     <out>/<dataset> with the same encoder (which knows every kept item's vector: nothing is re-encoded)."""
-    keep = np.sort(np.random.default_rng(seed).choice(len(cat.texts), int(round(len(cat.texts) * (1 - share))),
+    keep = np.sort(np.random.default_rng(seed).choice(len(cat.texts), round(len(cat.texts) * (1 - share)),
                                                       replace=False))
     ds = cat.dataset
     source = Dataset(ds.name, ds.items.take(pa.array(keep)), SETS_SCHEMA.empty_table(),

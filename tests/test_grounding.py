@@ -123,11 +123,10 @@ def test_too_few_distinct_texts_is_a_clear_error():
 def test_prepared_catalog_and_the_served_index_ground_by_text(tmp_path, encoder, dup_catalog):
     import pyarrow as pa
 
-    from r4t.catalog import prepare_catalog
+    from r4t.catalog import load_catalog, prepare_catalog
     from r4t.config import DatasetSpec, IndexConfig
     from r4t.data.dataset import Dataset
     from r4t.data.schema import CATALOG_SCHEMA, QUERIES_SCHEMA, SETS_SCHEMA
-    from r4t.catalog import load_catalog
     from r4t.serve.stages import Ground
 
     items = [{"item_id": i, "text": t, "category": c}
