@@ -225,7 +225,7 @@ def test_a_new_catalog_is_swapped_in_under_load_without_a_failed_request(served,
                             [("green rain jacket", "outerwear"), ("yellow rain boots", "shoes"),
                              ("waterproof umbrella tote", "bags")])
     new_hash = read_json(catalog / "index" / MANIFEST_FILE)["catalog_hash"][:12]
-    args = {"run_dir": str(run_dir), "dataset": "tiny", "sampler": {"steps": 4}, "health_check_period_s": 1}
+    args = tiny_app_args(run_dir, layout="fused")  # two deployments to roll out, not four: the same mechanism
     app = {"name": "r4t-swap", "route_prefix": "/swap"}
     with pytest.raises(ManifestMismatch, match="allow_catalog_change"):
         run_app({**args, "catalog": str(catalog)}, **app)
