@@ -2,7 +2,8 @@
 and on the same catalog with a share of its items withdrawn (what a catalog update does to a running server),
 beside the methods that need no training, on the same judge.
 
-    python scripts/catalog_swap_quality.py --config jobs/eval.yaml run_dir=runs/demo [--withdraw 0.3] [--dataset polyvore]
+    python scripts/catalog_swap_quality.py --config jobs/eval.yaml run_dir=runs/demo \
+        [--withdraw 0.3] [--dataset polyvore]
 
 The changed catalog is prepared as the data stage prepares any catalog (data/ and index/ under <out>/<dataset>),
 with the same encoder, so the app could serve it with `catalog: <out>/<dataset>` and `allow_catalog_change: true`.
@@ -14,7 +15,6 @@ intents and the hand-written ones.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 import numpy as np
@@ -67,13 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     queries = eval_queries(cat, cfg.eval, encoder, handwritten=True)
     queries = {task: queries[task] for task in ("oar", "handwritten") if task in queries}
     model = run_root(cfg.run_dir) / args.dataset / cfg.methods.diffusion_run / "model"
-    sampler = dataclasses.replace(cfg.sampler)
     print(f"{args.dataset}: {len(cat.texts)} items; {len(changed.texts)} after withdrawing {args.withdraw:.0%}\n")
     print("| catalog | method | test intents | hand-written intents |\n|---|---|---|---|")
     for label, served, to_training_rows in (("training's", cat, None), (f"{args.withdraw:.0%} withdrawn", changed,
                                                                         kept_rows)):
         for name in METHODS:
-            method = (diffusion_fanout(model, sampler, served, cfg.seed) if name == "R4T-Diffusion"
+            method = (diffusion_fanout(model, cfg.sampler, served, cfg.seed) if name == "R4T-Diffusion"
                       else build_method(name, cfg, served, encoder))  # the denoiser: any catalog by its encoder
             cells = []
             for task in ("oar", "handwritten"):

@@ -1,9 +1,10 @@
 """`r4t bench serve`: the served app under load on loopback, next to the same work done in one process.
 
 For each layout of the app (`composed`: ingress, encoder, denoiser and index deployments; `fused`: one deployment
-does all of it), 1 and 2 replicas of the deployment that samples, and concurrency 1, 8, 32 (closed loop: each client sends its next request when the previous one
-returns), a bounded number of requests (and at most `max_seconds` per setting) go to POST /v1/fanout with held-out
-queries. The load generator is a process of its own pinned to one core, so its CPU is not counted as the server's.
+does all of it), 1 and 2 replicas of the deployment that samples, and concurrency 1, 8, 32 (closed loop: each client
+sends its next request when the previous one returns), a bounded number of requests (and at most `max_seconds` per
+setting) go to POST /v1/fanout with held-out queries. The load generator is a process of its own pinned to one
+core, so its CPU is not counted as the server's.
 Reported: p50/p99 latency, requests/s, and the server's CPU per request (every process Ray started here, by role).
 Access logs are off (a log line per request is CPU the app need not spend; see AppArgs.access_log).
 The in-process baseline is the same work on a batch of the concurrency's size in one process (encode the queries,
@@ -54,9 +55,7 @@ def _client_process(conn, core: int, url: str, queries: list[str], concurrency: 
     os.sched_setaffinity(0, {core})
     conn.send("ready")
     conn.recv()
-    t = time.process_time()
-    res = asyncio.run(_closed_loop(url, queries, concurrency, requests, max_seconds))
-    conn.send({**res, "client_cpu_s": time.process_time() - t})
+    conn.send(asyncio.run(_closed_loop(url, queries, concurrency, requests, max_seconds)))
 
 
 def role(title: str) -> str:
@@ -106,8 +105,10 @@ def measure_load(url: str, queries: list[str], concurrency: int, requests: int, 
             "cpu_ms_by_role": {k: 1e3 * v / n for k, v in sorted(by_role.items(), key=lambda kv: -kv[1])}}
 
 
-def in_process_pipeline(art, sampler: dict, texts: list[str], batch: int, repeats: int = 5) -> float:
-    """Encode a batch of queries, sample, ground: the served work without serving, median seconds of `repeats`."""
+def in_process_pipeline(art, sampler: dict, texts: list[str], batches: list[int],
+                        repeats: int = 5) -> dict[int, float]:
+    """Encode a batch of queries, sample, ground: the served work without serving → batch size → median seconds of
+    `repeats`."""
     from r4t.catalog import load_catalog
     from r4t.config import SamplerConfig
     from r4t.embed import TextEncoder
@@ -115,15 +116,21 @@ def in_process_pipeline(art, sampler: dict, texts: list[str], batch: int, repeat
 
     method = diffusion_fanout(art.model_dir, SamplerConfig(**sampler), load_catalog(art.root), None)
     encoder = TextEncoder()
-    part = [texts[i % len(texts)] for i in range(batch)]
-    work = lambda: method.retrieve(part, encoder.encode(part), 10, 1)
-    work()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    out = {}
+    for batch in batches:
+        part = [texts[i % len(texts)] for i in range(batch)]
+
+        def work(part=part):
+            method.retrieve(part, encoder.encode(part), 10, 1)
+
+        work()  # warm-up
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - t)
+        out[batch] = float(np.median(times))
+    return out
 
 
 def bench_serve(run_dir: str, dataset: str, layouts: list[str], replicas: list[int], concurrencies: list[int],
@@ -137,7 +144,7 @@ def bench_serve(run_dir: str, dataset: str, layouts: list[str], replicas: list[i
     art = resolve_artifacts(run_dir, dataset)
     ds = Dataset.load(art.data_dir)
     queries = ds.queries_for("oar", "test").column("text").to_pylist() or ds.items.column("text").to_pylist()[:64]
-    baseline = {c: in_process_pipeline(art, sampler, queries, c) for c in concurrencies}
+    baseline = in_process_pipeline(art, sampler, queries, concurrencies)
     rows = []
     with loopback_serve(access_log=False) as base:
         url = f"{base}/v1/fanout"

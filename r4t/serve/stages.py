@@ -64,7 +64,8 @@ class Sample:
     def _generate(self, query_emb: np.ndarray, steps: int | None, guidance: float | None,
                   seed: int | None) -> np.ndarray:
         own = self.fanout.sampler
-        settings = replace(own, steps=steps or own.steps, guidance=own.guidance if guidance is None else float(guidance))
+        settings = replace(own, steps=steps or own.steps,
+                           guidance=own.guidance if guidance is None else float(guidance))
         return self.fanout.generate(query_emb, settings, seed)
 
     def __call__(self, query_emb: np.ndarray, settings: list[Settings]) -> list[np.ndarray]:
